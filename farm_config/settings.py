@@ -1,0 +1,166 @@
+"""Farm settings: the one place configuration is read, from ``MATTEFARM_*`` environment variables.
+
+Every field has a documented default that gives the embedded farm (SQLite + a local
+filesystem broker under ``data_dir``), so ``mattefarm up`` works with nothing installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ModelBackend = Literal["synthetic", "sam2-gdino"]
+WeightsMode = Literal["official", "random"]
+Sam2Size = Literal["tiny", "small", "base_plus", "large"]
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """Who an API token acts as."""
+
+    user: str
+    is_admin: bool
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.replace(os.pathsep, ",").split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Typed farm configuration. Build it with :func:`get_settings`, never at import."""
+
+    model_config = SettingsConfigDict(env_prefix="MATTEFARM_", extra="ignore")
+
+    environment: Literal["dev", "production"] = Field(
+        "dev", description="'production' refuses the embedded broker/database defaults."
+    )
+    data_dir: Path = Field(
+        Path(".mattefarm"),
+        description="Embedded-mode state: SQLite database, local broker folders, the dev token.",
+    )
+    database_url: str = Field("", description="SQLAlchemy URL; empty = sqlite in data_dir.")
+    broker_url: str = Field(
+        "", description="Celery broker URL (redis://...); empty = local filesystem broker in data_dir."
+    )
+
+    # Paths a job may read plates from and write mattes to.
+    read_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.cwd()], description="Comma-separated plate roots."
+    )
+    write_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.cwd()], description="Comma-separated output roots."
+    )
+
+    # "token:user" or "token:user:admin", comma-separated.
+    tokens: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+
+    # Queue behaviour for long GPU tasks (see docs/queue.md).
+    task_soft_time_limit_s: int = Field(6 * 3600, ge=60)
+    task_time_limit_s: int = Field(6 * 3600 + 600, ge=60)
+    visibility_timeout_s: int = Field(8 * 3600, ge=60)
+    max_attempts: int = Field(3, ge=1, le=20)
+    gpu_queue: str = "gpu"
+    cpu_queue: str = "cpu"
+
+    # Models.
+    model_backend: ModelBackend = "sam2-gdino"
+    weights: WeightsMode = "official"
+    sam2_size: Sam2Size = "large"
+    models_dir: Path = Field(Path("~/.cache/mattefarm/models").expanduser())
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    gdino_text_encoder: Literal["bert-base", "bert-tiny"] = Field(
+        "bert-base",
+        description="Random-weights mode only: the size of the generated BERT text encoder.",
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8321, ge=1, le=65535)
+    page_size_max: int = 200
+
+    @field_validator("read_roots", "write_roots", "tokens", mode="before")
+    @classmethod
+    def _lists_from_env(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("read_roots", "write_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        return [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+
+    @field_validator("tokens")
+    @classmethod
+    def _token_shape(cls, tokens: list[str]) -> list[str]:
+        for entry in tokens:
+            parts = entry.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] != "admin"):
+                raise ValueError(
+                    "MATTEFARM_TOKENS entries must look like 'token:user' or 'token:user:admin'"
+                )
+            if len(parts[0]) < 16:
+                raise ValueError("MATTEFARM_TOKENS: each token must be at least 16 characters")
+        return tokens
+
+    @model_validator(mode="after")
+    def _limits_and_production(self) -> Settings:
+        if self.task_time_limit_s <= self.task_soft_time_limit_s:
+            raise ValueError(
+                "MATTEFARM_TASK_TIME_LIMIT_S must be above MATTEFARM_TASK_SOFT_TIME_LIMIT_S"
+            )
+        # Redis redelivers any unacked message older than the visibility timeout, even one
+        # still running, so a shorter timeout runs a long shot twice at once.
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                "MATTEFARM_VISIBILITY_TIMEOUT_S must be above MATTEFARM_TASK_TIME_LIMIT_S"
+            )
+        if self.environment == "production":
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs MATTEFARM_DATABASE_URL (postgresql+psycopg://...)")
+            if not self.broker_url.startswith(("redis://", "rediss://")):
+                raise ValueError("production needs MATTEFARM_BROKER_URL=redis://...")
+            if not self.tokens:
+                raise ValueError("production needs MATTEFARM_TOKENS")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mattefarm.db').resolve()}"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.broker_url or self.broker_url.startswith("filesystem://")
+
+    def token_grants(self) -> dict[str, TokenGrant]:
+        grants: dict[str, TokenGrant] = {}
+        for entry in self.tokens:
+            parts = entry.split(":")
+            grants[parts[0]] = TokenGrant(parts[1], len(parts) == 3)
+        dev_token = self.dev_token_path
+        if not grants and self.environment == "dev" and dev_token.exists():
+            token = dev_token.read_text().strip()
+            if token:
+                grants[token] = TokenGrant(os.environ.get("USER") or "dev", True)
+        return grants
+
+    @property
+    def dev_token_path(self) -> Path:
+        return self.data_dir / "token"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built once on first use (tests clear the cache)."""
+    return Settings()

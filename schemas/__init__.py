@@ -1,0 +1,51 @@
+"""The typed contract between the API, the CLI/client and the workers."""
+
+from schemas.errors import ErrorBody, FieldProblem
+from schemas.events import Event, EventKind
+from schemas.frames import FrameRangeError, format_frame_range, parse_frame_range
+from schemas.job import (
+    STAGE_ORDER,
+    CancelRequest,
+    Counters,
+    JobPage,
+    JobSpec,
+    JobState,
+    JobStatus,
+    JobSummary,
+    LayerInfo,
+    ModelsUsed,
+    PipelineOptions,
+    StageName,
+    StageState,
+    StageStatus,
+    SubmitResponse,
+    split_prompt,
+)
+from schemas.worker import WorkerInfo
+
+__all__ = [
+    "STAGE_ORDER",
+    "CancelRequest",
+    "Counters",
+    "ErrorBody",
+    "Event",
+    "EventKind",
+    "FieldProblem",
+    "FrameRangeError",
+    "JobPage",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "JobSummary",
+    "LayerInfo",
+    "ModelsUsed",
+    "PipelineOptions",
+    "StageName",
+    "StageState",
+    "StageStatus",
+    "SubmitResponse",
+    "WorkerInfo",
+    "format_frame_range",
+    "parse_frame_range",
+    "split_prompt",
+]

@@ -1,0 +1,211 @@
+"""The job contract: what a submission names and what status reads back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.frames import FrameRangeError, parse_frame_range
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELING = "canceling"  # cancel asked; the worker stops between frames
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+class StageName(StrEnum):
+    DETECT = "detect"
+    SEGMENT = "segment"
+    EXPORT = "export"
+
+
+STAGE_ORDER: tuple[StageName, ...] = (StageName.DETECT, StageName.SEGMENT, StageName.EXPORT)
+
+
+class StageState(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class PipelineOptions(BaseModel):
+    """Pipeline knobs; defaults are Image Engine's published ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_side: int = Field(1024, ge=64, le=8192, description="Longest side of the inference frames, px.")
+    chunk_size: int = Field(20, ge=2, le=500, description="Frames per tracking window.")
+    refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
+    box_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Detector box score threshold.")
+    text_threshold: float = Field(0.25, ge=0.0, le=1.0, description="Detector text-token threshold.")
+    link_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU that links a mask to an existing layer.")
+    min_mask_px: int = Field(16, ge=0, description="Masks smaller than this (working px) are dropped.")
+
+    @model_validator(mode="after")
+    def _refresh_within_chunk(self) -> PipelineOptions:
+        if self.refresh_every > self.chunk_size:
+            raise ValueError("options.refresh_every must not exceed options.chunk_size")
+        return self
+
+
+class JobSpec(BaseModel):
+    """A submission: one plate, one prompt, one output root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plate: str = Field(
+        ..., min_length=1, description="Frame-sequence pattern: /path/sh010_plate.####.exr, %04d or $F4."
+    )
+    frames: str | None = Field(None, description="Frame range like 1001-1100; default: the frames on disk.")
+    prompt: str = Field(..., description="Comma-separated classes, e.g. 'person, car'.")
+    output_root: str = Field(..., min_length=1, description="Folder under an allowed write root.")
+    priority: int = Field(50, ge=0, le=100, description="0 lowest, 100 highest.")
+    show: str | None = Field(None, max_length=64)
+    shot: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    options: PipelineOptions = Field(default_factory=PipelineOptions)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_classes(cls, prompt: str) -> str:
+        classes = split_prompt(prompt)
+        if not classes:
+            raise ValueError("prompt is empty; name one or more classes, e.g. 'person, car'")
+        return ", ".join(classes)
+
+    @field_validator("frames")
+    @classmethod
+    def _frames_parse(cls, frames: str | None) -> str | None:
+        if frames is None or not frames.strip():
+            return None
+        try:
+            parse_frame_range(frames)
+        except FrameRangeError as exc:
+            raise ValueError(str(exc)) from None
+        return frames.strip()
+
+    @property
+    def classes(self) -> list[str]:
+        return split_prompt(self.prompt)
+
+
+def split_prompt(prompt: str) -> list[str]:
+    """'Person, car,, person' -> ['person', 'car']: lower-case, unique, in order."""
+    seen: list[str] = []
+    for raw in prompt.replace(".", ",").split(","):
+        name = " ".join(raw.strip().lower().split())
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+class StageStatus(BaseModel):
+    name: StageName
+    state: StageState
+    frames_done: int
+    frames_total: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = None
+
+
+class LayerInfo(BaseModel):
+    name: str
+    label: str
+    first_frame: int
+    last_frame: int
+    frames: int
+    mean_score: float
+
+
+class Counters(BaseModel):
+    """Model calls and work done, per job."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detector_calls: int = 0
+    image_encoder_passes: int = 0
+    mask_decoder_calls: int = 0
+    tracking_steps: int = 0
+    frames_read: int = 0
+    frames_written: int = 0
+
+
+class ModelsUsed(BaseModel):
+    backend: str
+    weights: str
+    detector: str
+    segmenter: str
+    device: str
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="file -> sha256, or 'random'")
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: JobState
+    user: str
+    show: str | None
+    shot: str
+    priority: int
+    spec: JobSpec
+    frames: list[int] = Field(description="Plate frames the job covers.")
+    stages: list[StageStatus]
+    counters: Counters
+    models: ModelsUsed | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    version: int
+    output_dir: str
+    output_pattern: str
+    manifest: str | None = None
+    layers: list[LayerInfo] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = None
+
+
+class JobSummary(BaseModel):
+    id: str
+    state: JobState
+    user: str
+    show: str | None
+    shot: str
+    priority: int
+    prompt: str
+    frames_done: int
+    frames_total: int
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class SubmitResponse(BaseModel):
+    id: str
+    state: JobState
+    version: int
+    output_dir: str
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500)

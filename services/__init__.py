@@ -1,0 +1,1 @@
+"""Matte Farm services: API, store, CLI and client."""

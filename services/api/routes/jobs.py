@@ -1,0 +1,53 @@
+"""/jobs: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from schemas import CancelRequest, ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
+from services.api.deps import ServiceDep, UserDep
+from services.store.repository import JobFilter
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def submit_job(spec: JobSpec, jobs: ServiceDep, user: UserDep) -> SubmitResponse:
+    """Validate a shot, reserve its output version, store it and queue it."""
+    return jobs.submit(spec, user)
+
+
+@router.get("", responses=ERRORS)
+def list_jobs(
+    jobs: ServiceDep,
+    _: UserDep,
+    state: JobState | None = None,
+    show: str | None = None,
+    shot: str | None = None,
+    user: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobPage:
+    """Jobs, newest first, filtered by state, show, shot or user."""
+    return jobs.list(JobFilter(state=state, show=show, shot=shot, user=user), offset, limit)
+
+
+@router.get("/{job_id}", responses=ERRORS)
+def get_job(job_id: str, jobs: ServiceDep, _: UserDep) -> JobStatus:
+    """State, per-stage progress and timings, model-call counters, layers and outputs."""
+    return jobs.get(job_id)
+
+
+@router.get("/{job_id}/events", responses=ERRORS)
+def job_events(job_id: str, jobs: ServiceDep, _: UserDep) -> list[Event]:
+    """The job's audit trail."""
+    return jobs.events(job_id)
+
+
+@router.post("/{job_id}/cancel", responses=ERRORS)
+def cancel_job(job_id: str, jobs: ServiceDep, user: UserDep, request: CancelRequest | None = None) -> JobStatus:
+    """Cancel a queued job now, or ask a running one to stop after the current frame."""
+    return jobs.cancel(job_id, user, request or CancelRequest())

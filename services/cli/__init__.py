@@ -1,0 +1,1 @@
+"""The ``mattefarm`` command line."""

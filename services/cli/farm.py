@@ -1,0 +1,155 @@
+"""Running the farm: ``up`` (embedded), ``api``, ``worker``, ``demo`` and ``db``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from farm_config.celery_config import prepare_local_broker
+from farm_config.profiles import PROFILES, get_profile
+from services.cli.main import _follow, console, err, farm_errors
+from services.client import FarmClient
+
+
+def _settings_env(backend: str | None, weights: str | None, port: int | None) -> dict[str, str]:
+    env = {}
+    if backend:
+        env["MATTEFARM_MODEL_BACKEND"] = backend
+    if weights:
+        env["MATTEFARM_WEIGHTS"] = weights
+    if port:
+        env["MATTEFARM_API_PORT"] = str(port)
+    return env
+
+
+def _start_embedded(env: dict[str, str]):  # noqa: ANN202
+    from farm_config.settings import Settings
+    from services.embedded import EmbeddedFarm
+
+    os.environ.update(env)
+    farm = EmbeddedFarm(Settings(), env)
+    with console.status("starting the embedded farm (API + worker)…"):
+        token = farm.start()
+    return farm, token
+
+
+_backend = click.option("--backend", type=click.Choice(["synthetic", "sam2-gdino"]), default=None,
+                        help="Model backend (default: MATTEFARM_MODEL_BACKEND or sam2-gdino).")
+_weights = click.option("--weights", type=click.Choice(["official", "random"]), default=None,
+                        help="'random' builds the real models untrained (speed tests only).")
+
+
+@click.command()
+@_backend
+@_weights
+@click.option("--port", type=int, default=None, help="API port (default 8321).")
+def up(backend: str | None, weights: str | None, port: int | None) -> None:
+    """Start an embedded farm here: API + one worker, SQLite + a local queue. Ctrl-C stops it."""
+    try:
+        farm, token = _start_embedded(_settings_env(backend, weights, port))
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from None
+    console.print(f"farm up at [bold]{farm.url}[/]  (API docs: {farm.url}/docs)")
+    console.print(f"token in {farm.settings.dev_token_path}; logs in {farm.log_dir}")
+    console.print("submit with: mattefarm submit /path/plate.####.exr --prompt 'person, car' --follow")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping…"):
+            farm.stop()
+
+
+@click.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+def api(host: str | None, port: int | None) -> None:
+    """Serve the API (production: one of several behind a proxy)."""
+    import uvicorn
+
+    from farm_config import get_settings
+
+    settings = get_settings()
+    uvicorn.run("services.api.app:create_app", factory=True, host=host or settings.api_host,
+                port=port or settings.api_port)
+
+
+@click.command()
+@click.option("--queues", "-Q", default=None, help="Queues to consume (default: gpu,cpu).")
+@click.option("--gpu", type=int, default=None, help="Pin this worker to GPU N (sets CUDA_VISIBLE_DEVICES).")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="Worker profile.")
+@click.option("--name", default=None, help="Worker node name (default: gpuN@host).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str | None, gpu: int | None, profile: str | None, name: str | None, loglevel: str) -> None:
+    """Run one worker process (one per GPU). Models load in the child, after the fork."""
+    from farm_config import get_settings
+    from services.embedded import worker_command
+
+    settings = get_settings()
+    prepare_local_broker(settings)
+    if profile:
+        os.environ.setdefault("MATTEFARM_SAM2_SIZE", get_profile(profile).sam2_size)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    node = name or f"{'gpu' + str(gpu) if gpu is not None else 'worker'}@{socket.gethostname()}"
+    command = worker_command(queues or f"{settings.gpu_queue},{settings.cpu_queue}", node, loglevel=loglevel)
+    os.execvp(command[0], command)
+
+
+@click.command()
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None,
+              help="Where the demo shot and mattes go (default: a new temporary folder).")
+@click.option("--frames", type=click.IntRange(1, 500), default=24, show_default=True)
+@_backend
+@_weights
+@click.option("--port", type=int, default=None)
+@farm_errors
+def demo(workdir: Path | None, frames: int, backend: str | None, weights: str | None, port: int | None) -> None:
+    """Run a whole job on the embedded farm: write a synthetic shot, start the farm, submit, follow."""
+    from workers.synthetic.shot import write_shot
+
+    workdir = (workdir or Path(tempfile.mkdtemp(prefix="mattefarm-demo-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with console.status(f"writing a {frames}-frame synthetic shot…"):
+        plate = write_shot(workdir / "shots", "demo010", frames=frames)
+    console.print(f"plate  {plate}")
+    env = _settings_env(backend or "synthetic", weights, port) | {
+        "MATTEFARM_DATA_DIR": str(workdir / ".mattefarm"),
+        "MATTEFARM_READ_ROOTS": str(workdir),
+        "MATTEFARM_WRITE_ROOTS": str(workdir),
+    }
+    farm, token = _start_embedded(env)
+    try:
+        with FarmClient(farm.url, token) as client:
+            started = time.monotonic()
+            job = client.submit({"plate": str(plate), "prompt": "ball, box, car", "output_root": str(workdir / "renders")})
+            console.print(f"job    {job.id} → {job.output_dir}")
+            _follow(client, job.id)
+            console.print(f"done in {time.monotonic() - started:.1f}s; check a frame with: "
+                          f"exrheader {sorted(Path(job.output_dir).glob('*.exr'))[0]}")
+    finally:
+        farm.stop()
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations to MATTEFARM_DATABASE_URL (the API and workers also do this on start)."""
+    from farm_config import get_settings
+    from services.store import Database
+
+    database = Database(get_settings().resolved_database_url)
+    database.upgrade()
+    console.print("database is at the latest migration")

@@ -1,0 +1,38 @@
+"""``mattefarm synth``: write synthetic shots with ground truth."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from rich.progress import Progress
+
+from services.cli.main import console
+
+
+def _size(_: click.Context, __: click.Parameter, value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", value)
+    if not match:
+        raise click.BadParameter("write the size as WIDTHxHEIGHT, e.g. 640x360")
+    return int(match.group(1)), int(match.group(2))
+
+
+@click.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--name", default="synth010", show_default=True, help="Shot name (folder and file prefix).")
+@click.option("--frames", type=click.IntRange(1, 10_000), default=60, show_default=True)
+@click.option("--size", callback=_size, default="640x360", show_default=True, help="WIDTHxHEIGHT.")
+@click.option("--objects", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def synth(root: Path, name: str, frames: int, size: tuple[int, int], objects: int, seed: int) -> None:
+    """Write a synthetic shot (plate + ground truth) under ROOT/NAME."""
+    from workers.synthetic.shot import write_shot
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise click.BadParameter("use letters, digits, '_' and '-' only", param_hint="--name")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"writing {name}", total=frames)
+        pattern = write_shot(root, name, frames=frames, width=size[0], height=size[1], objects=objects, seed=seed,
+                             progress=lambda n: progress.update(task, completed=n))
+    console.print(f"plate {pattern}\ntruth {pattern.parent.parent / 'truth'}")

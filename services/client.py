@@ -1,0 +1,119 @@
+"""``FarmClient``: the Python client for scripts, used by the CLI too.
+
+Errors form one tree::
+
+    FarmError                    anything the client raises
+    ├── FarmConnectionError      the API can't be reached (retryable)
+    └── FarmAPIError             the API answered with an error (status, problems)
+        ├── FarmAuthError        401 / 403
+        ├── FarmNotFound         404
+        └── FarmInvalidSpec      422: ``problems`` lists each field and what to fix
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from schemas import Event, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse
+
+
+class FarmError(Exception):
+    retryable = False
+
+
+class FarmConnectionError(FarmError):
+    retryable = True
+
+
+class FarmAPIError(FarmError):
+    def __init__(self, status: int, code: str, message: str, problems: list[FieldProblem]) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.problems = status, code, message, problems
+        self.retryable = status == 503
+
+
+class FarmAuthError(FarmAPIError):
+    pass
+
+
+class FarmNotFound(FarmAPIError):
+    pass
+
+
+class FarmInvalidSpec(FarmAPIError):
+    pass
+
+
+_BY_STATUS: dict[int, type[FarmAPIError]] = {401: FarmAuthError, 403: FarmAuthError, 404: FarmNotFound, 422: FarmInvalidSpec}
+
+
+class FarmClient:
+    """A thin client over the HTTP API. Pass ``transport`` to talk to an app in-process."""
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> FarmClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise FarmConnectionError(f"can't reach the farm at {self._http.base_url} ({exc})") from exc
+        if response.is_success:
+            return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "http_error", "message": response.text[:500] or response.reason_phrase}
+        problems = [FieldProblem.model_validate(p) for p in body.get("problems", [])]
+        error_type = _BY_STATUS.get(response.status_code, FarmAPIError)
+        raise error_type(response.status_code, body.get("error", "error"), body.get("message", ""), problems)
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+    def submit(self, spec: JobSpec | dict[str, Any]) -> SubmitResponse:
+        payload = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        return SubmitResponse.model_validate(self._call("POST", "/jobs", json=payload))
+
+    def job(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(self._call("GET", f"/jobs/{job_id}"))
+
+    def events(self, job_id: str) -> list[Event]:
+        return [Event.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events")]
+
+    def jobs(self, *, offset: int = 0, limit: int = 50, **filters: str | None) -> JobPage:
+        unknown = set(filters) - {"state", "show", "shot", "user"}
+        if unknown:
+            raise TypeError(f"unknown job filter(s): {', '.join(sorted(unknown))}")
+        params = {k: v for k, v in filters.items() if v is not None} | {"offset": offset, "limit": limit}
+        return JobPage.model_validate(self._call("GET", "/jobs", params=params))
+
+    def cancel(self, job_id: str, reason: str | None = None) -> JobStatus:
+        return JobStatus.model_validate(self._call("POST", f"/jobs/{job_id}/cancel", json={"reason": reason}))
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 1.0) -> JobStatus:
+        """Poll until the job is final; raises TimeoutError past ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.state.is_final:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f}s")
+            time.sleep(poll)

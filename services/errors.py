@@ -1,0 +1,47 @@
+"""Domain errors the API maps to HTTP in one handler. Each names the field and the fix."""
+
+from __future__ import annotations
+
+from schemas import FieldProblem
+
+
+class FarmServiceError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, problems: list[FieldProblem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+    @classmethod
+    def on_field(cls, field: str, message: str) -> FarmServiceError:
+        return cls(f"{field}: {message}", [FieldProblem(field=field, message=message)])
+
+
+class InvalidSpec(FarmServiceError):
+    status, code = 422, "invalid_spec"
+
+
+class PathNotAllowed(FarmServiceError):
+    status, code = 403, "path_not_allowed"
+
+
+class NotAuthenticated(FarmServiceError):
+    status, code = 401, "not_authenticated"
+
+
+class NotAllowed(FarmServiceError):
+    status, code = 403, "forbidden"
+
+
+class JobNotFound(FarmServiceError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(FarmServiceError):
+    status, code = 409, "conflict"
+
+
+class QueueUnavailable(FarmServiceError):
+    status, code = 503, "queue_unavailable"

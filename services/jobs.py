@@ -1,0 +1,133 @@
+"""The job service: validate a submission, reserve its output version, store it, queue it."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from farm_config.settings import Settings, TokenGrant
+from schemas import CancelRequest, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse, parse_frame_range
+from services.errors import InvalidSpec, JobConflict, JobNotFound, NotAllowed, PathNotAllowed
+from services.paths import confine, confine_existing
+from services.store import JobStore
+from services.store.repository import JobFilter, NewJob
+from workers.io.plate import PlateError, PlateInfo, resolve_plate
+
+_VERSION_DIR = re.compile(r"^v(\d{3,})$")
+
+
+class Queue(Protocol):
+    def enqueue(self, job_id: str, priority: int) -> None: ...
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore, queue: Queue) -> None:
+        self.settings, self.store, self.queue = settings, store, queue
+
+    def submit(self, spec: JobSpec, grant: TokenGrant) -> SubmitResponse:
+        plate = self._check_plate(spec)
+        output_root = self._check_output_root(spec.output_root)
+        shot = spec.shot or shot_from_plate(plate)
+        version, version_dir = self._reserve_version(output_root / shot / "roto")
+        padding = max(4, plate.pattern.padding)
+        stem = f"{shot}_roto_v{version:03d}"
+        job_id = uuid.uuid4().hex[:12]
+        self.store.create(
+            NewJob(
+                id=job_id,
+                spec=spec,
+                user=grant.user,
+                shot=shot,
+                frames=plate.frames,
+                version=version,
+                output_dir=str(version_dir),
+                output_pattern=str(version_dir / f"{stem}.{'#' * padding}.exr"),
+                warnings=[],
+            )
+        )
+        try:
+            self.queue.enqueue(job_id, spec.priority)
+        except Exception:
+            self.store.finish(job_id, JobState.FAILED, "api", error="could not be queued: the broker is unreachable")
+            raise
+        return SubmitResponse(id=job_id, state=JobState.QUEUED, version=version, output_dir=str(version_dir))
+
+    def get(self, job_id: str) -> JobStatus:
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}; list jobs with GET /jobs")
+        return job
+
+    def events(self, job_id: str) -> list[Event]:
+        self.get(job_id)
+        return self.store.events(job_id)
+
+    def list(self, where: JobFilter, offset: int, limit: int) -> JobPage:
+        return self.store.list(where, offset, min(limit, self.settings.page_size_max))
+
+    def cancel(self, job_id: str, grant: TokenGrant, request: CancelRequest) -> JobStatus:
+        owner = self.store.owner(job_id)
+        if owner is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        if owner != grant.user and not grant.is_admin:
+            raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may cancel it")
+        state = self.store.request_cancel(job_id, grant.user, request.reason)
+        if state in (JobState.SUCCEEDED, JobState.FAILED):
+            raise JobConflict(f"job {job_id} already {state}; nothing to cancel")
+        return self.get(job_id)
+
+    # --- validation -------------------------------------------------------------------------
+
+    def _check_plate(self, spec: JobSpec) -> PlateInfo:
+        roots = self.settings.read_roots
+        confine(str(Path(spec.plate).parent), roots, "plate", "read")
+        frames = parse_frame_range(spec.frames) if spec.frames else None
+        try:
+            plate = resolve_plate(spec.plate, frames)
+        except PlateError as exc:
+            raise InvalidSpec.on_field(exc.field, exc.message) from None
+        confine_existing([plate.path_for(f) for f in plate.frames], roots, "plate", "read")
+        return plate
+
+    def _check_output_root(self, raw: str) -> Path:
+        root = confine(raw, self.settings.write_roots, "output_root", "write")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidSpec.on_field("output_root", f"can't create {root} ({exc.strerror})") from None
+        if not root.is_dir():
+            raise InvalidSpec.on_field("output_root", f"{root} is a file; give a folder")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise InvalidSpec.on_field("output_root", f"{root} is not writable by the farm; fix its permissions")
+        return root
+
+    def _reserve_version(self, roto_dir: Path) -> tuple[int, Path]:
+        """The next free ``v###`` folder, created here so two submissions never share one."""
+        try:
+            roto_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidSpec.on_field("output_root", f"can't create {roto_dir} ({exc.strerror})") from None
+        existing = [int(m.group(1)) for p in roto_dir.iterdir() if (m := _VERSION_DIR.match(p.name))]
+        version = max([*existing, self.store.next_version(str(roto_dir) + os.sep)]) + 1
+        while True:
+            version_dir = roto_dir / f"v{version:03d}"
+            try:
+                version_dir.mkdir()
+                return version, version_dir
+            except FileExistsError:
+                version += 1
+            except OSError as exc:
+                raise PathNotAllowed.on_field("output_root", f"can't create {version_dir} ({exc.strerror})") from None
+
+
+def shot_from_plate(plate: PlateInfo) -> str:
+    """'sh010_plate.####.exr' -> 'sh010'; the plate's folder name if the file has no name."""
+    head = plate.pattern.head.rstrip("._-")
+    for suffix in ("_plate", "-plate", ".plate", "_bg", "_src"):
+        if head.lower().endswith(suffix):
+            head = head[: -len(suffix)]
+    head = re.sub(r"[^A-Za-z0-9_.-]", "_", head).strip("._-")
+    return head or re.sub(r"[^A-Za-z0-9_.-]", "_", plate.pattern.directory.name) or "shot"

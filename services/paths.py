@@ -1,0 +1,41 @@
+"""Path confinement: plates only from read roots, outputs only under write roots.
+
+Paths must be absolute and free of ``..``; the real path (symlinks followed) must stay
+inside a root, so a link inside a root that points outside it is refused too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from services.errors import PathNotAllowed
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def confine(raw: str, roots: Sequence[Path], field: str, kind: str) -> Path:
+    """The real path of ``raw`` if it is allowed; PathNotAllowed naming ``field`` if not."""
+    roots_text = ", ".join(str(r) for r in roots) or "(none configured)"
+    if not raw.startswith("/"):
+        raise PathNotAllowed.on_field(field, f"must be an absolute path under the {kind} roots: {roots_text}")
+    if ".." in PurePosixPath(raw).parts:
+        raise PathNotAllowed.on_field(field, "must not contain '..'; give the full path from its root")
+    real = Path(os.path.realpath(raw))
+    if not _within(real, roots):
+        via = f" (it resolves to {real} through a symlink)" if real != Path(os.path.normpath(raw)) else ""
+        raise PathNotAllowed.on_field(field, f"{raw} is outside the {kind} roots{via}; allowed: {roots_text}")
+    return real
+
+
+def confine_existing(paths: Sequence[Path], roots: Sequence[Path], field: str, kind: str) -> None:
+    """Refuse any file whose real path leaves the roots (a symlinked frame, say)."""
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        if not _within(real, roots):
+            raise PathNotAllowed.on_field(
+                field, f"{path.name} links to {real}, outside the {kind} roots; copy the file in instead"
+            )

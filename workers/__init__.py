@@ -1,0 +1,1 @@
+"""Matte Farm workers: the Celery app, the pipeline, model adapters and I/O."""

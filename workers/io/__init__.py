@@ -1,0 +1,1 @@
+"""Plate, EXR and manifest I/O."""

@@ -1,0 +1,1 @@
+"""Model adapters (GroundingDINO, SAM2, synthetic) behind the interfaces in ``interfaces``."""

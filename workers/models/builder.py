@@ -1,0 +1,90 @@
+"""The one place that turns settings into loaded models (called once per worker process)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from farm_config.model_registry import MODELS, sam2_spec
+from farm_config.settings import Settings
+from workers.models.checksums import verify_recorded
+from workers.models.interfaces import ModelSet
+
+log = logging.getLogger(__name__)
+
+
+class ModelsMissingError(RuntimeError):
+    """Checkpoints are not in the models directory."""
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def build_models(settings: Settings) -> ModelSet:
+    if settings.model_backend == "synthetic":
+        return _build_synthetic()
+    return _build_sam2_gdino(settings)
+
+
+def _build_synthetic() -> ModelSet:
+    from workers.models.synthetic import SyntheticDetector, SyntheticNoise, SyntheticSegmenter, SyntheticTracker
+    from workers.synthetic.truth import TruthReader
+
+    truth, noise = TruthReader(), SyntheticNoise()
+    return ModelSet(
+        detector=SyntheticDetector(truth, noise),
+        segmenter=SyntheticSegmenter(truth, noise),
+        tracker=SyntheticTracker(truth, noise),
+        backend="synthetic",
+        weights="ground-truth",
+        device="cpu",
+    )
+
+
+def _checkpoint(settings: Settings, key: str) -> Path:
+    spec = MODELS[key]
+    path = settings.models_dir / spec.checkpoint.name
+    if not path.exists():
+        raise ModelsMissingError(
+            f"{spec.description} is not in {settings.models_dir}; run `mattefarm models download` "
+            "on a machine with network access, or set MATTEFARM_WEIGHTS=random for a speed test"
+        )
+    return path
+
+
+def _build_sam2_gdino(settings: Settings) -> ModelSet:
+    from workers.models.gdino import GroundingDinoDetector, build_gdino_model
+    from workers.models.sam2_adapter import Sam2Segmenter, build_sam2_model
+    from workers.models.text_encoder import random_text_encoder
+
+    device = resolve_device(settings.device)
+    sam2 = sam2_spec(settings.sam2_size)
+    gdino = MODELS["groundingdino-swint"]
+    checkpoints: dict[str, str] = {}
+    if settings.weights == "random":
+        sam2_ckpt = gdino_ckpt = None
+        text_encoder = random_text_encoder(settings.models_dir, settings.gdino_text_encoder)
+        checkpoints = {sam2.key: "random", gdino.key: "random", settings.gdino_text_encoder: "random"}
+        log.warning("RANDOM WEIGHTS: models are untrained; masks are meaningless (speed tests only)")
+    else:
+        sam2_ckpt, gdino_ckpt = _checkpoint(settings, sam2.key), _checkpoint(settings, gdino.key)
+        text_encoder = settings.models_dir / "bert-base-uncased"
+        for spec in (sam2, gdino, MODELS["bert-base-uncased"]):
+            for file in spec.files:
+                checkpoints[file.name] = verify_recorded(settings.models_dir, file.name)
+    return ModelSet(
+        detector=GroundingDinoDetector(
+            build_gdino_model(gdino.config, gdino_ckpt, text_encoder, device), device, gdino.key
+        ),
+        segmenter=Sam2Segmenter(build_sam2_model(sam2.config, sam2_ckpt, device), device, sam2.key),
+        tracker=None,
+        backend="sam2-gdino",
+        weights=settings.weights,
+        device=device,
+        checkpoints=checkpoints,
+    )

@@ -1,0 +1,86 @@
+"""GroundingDINO Swin-T as the farm's detector."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workers.models.interfaces import Detection, ModelFrame
+
+log = logging.getLogger(__name__)
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def build_gdino_model(config_name: str, checkpoint: Path | None, text_encoder: Path, device: str) -> torch.nn.Module:
+    """The GroundingDINO network; ``checkpoint=None`` keeps the random initialisation."""
+    import groundingdino
+    from groundingdino.models import build_model
+    from groundingdino.util.slconfig import SLConfig
+    from groundingdino.util.utils import clean_state_dict
+
+    args = SLConfig.fromfile(str(Path(groundingdino.__file__).parent / "config" / config_name))
+    args.device = device
+    args.text_encoder_type = str(text_encoder)
+    # groundingdino prints from inside its builders; keep the worker log readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = build_model(args)
+    if checkpoint is not None:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+        missing = model.load_state_dict(clean_state_dict(state["model"]), strict=False)
+        if missing.missing_keys:
+            log.warning("GroundingDINO checkpoint lacks %d keys", len(missing.missing_keys))
+    return model.to(device).eval()
+
+
+def caption_for(classes: Sequence[str]) -> str:
+    return " . ".join(classes) + " ."
+
+
+def label_for(phrase: str, classes: Sequence[str]) -> str | None:
+    """The prompt class a predicted phrase names (GroundingDINO returns sub-phrases)."""
+    phrase = phrase.strip().lower()
+    for name in classes:
+        if phrase == name:
+            return name
+    for name in classes:
+        if phrase and (phrase in name or name in phrase):
+            return name
+    return None
+
+
+class GroundingDinoDetector:
+    def __init__(self, model: torch.nn.Module, device: str, name: str) -> None:
+        self.model, self.device, self.name = model, device, name
+        self.counters: Counter[str] = Counter()
+
+    def detect(
+        self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[Detection]:
+        from groundingdino.util.inference import predict
+
+        w, h = frame.size
+        image = torch.from_numpy(frame.image).permute(2, 0, 1).float() / 255.0
+        image = (image - _MEAN) / _STD
+        with torch.inference_mode():
+            boxes, scores, phrases = predict(
+                self.model, image, caption_for(classes), box_threshold, text_threshold, device=self.device
+            )
+        self.counters["detector_calls"] += 1
+        found: list[Detection] = []
+        for (cx, cy, bw, bh), score, phrase in zip(boxes.tolist(), scores.tolist(), phrases, strict=True):
+            label = label_for(phrase, classes)
+            if label is None:
+                continue
+            x0, y0 = np.clip([(cx - bw / 2) * w, (cy - bh / 2) * h], 0, [w, h])
+            x1, y1 = np.clip([(cx + bw / 2) * w, (cy + bh / 2) * h], 0, [w, h])
+            if x1 - x0 >= 1 and y1 - y0 >= 1:
+                found.append(Detection((float(x0), float(y0), float(x1), float(y1)), label, float(score)))
+        return found

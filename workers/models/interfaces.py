@@ -1,0 +1,85 @@
+"""The three model roles the pipeline uses, each behind one small interface.
+
+Adapters count their own model calls in ``counters`` (a ``collections.Counter``), because
+only they know when a call reuses cached work; the pipeline records the per-job delta.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """One plate frame as the models see it: display sRGB uint8 at working resolution."""
+
+    frame: int
+    image: np.ndarray  # (h, w, 3) uint8
+    plate_path: Path
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in working pixels
+    label: str
+    score: float
+
+
+class Detector(Protocol):
+    name: str
+    counters: Counter[str]
+
+    def detect(
+        self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[Detection]: ...
+
+
+class Segmenter(Protocol):
+    name: str
+    counters: Counter[str]
+
+    def segment(self, frame: ModelFrame, boxes: Sequence[Detection]) -> np.ndarray:
+        """Mask logits (N, h, w) float32 at working resolution, one per box; > 0 is inside."""
+        ...
+
+
+class Tracker(Protocol):
+    name: str
+    counters: Counter[str]
+
+    def track(
+        self, frames: Sequence[ModelFrame], prompts: dict[int, np.ndarray]
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        """From mask prompts on ``frames[0]`` (object id -> bool mask), yield
+        (frame number, object id -> logits) for every frame in order."""
+        ...
+
+
+@dataclass
+class ModelSet:
+    """The models one worker process loaded, with what a job must record about them."""
+
+    detector: Detector
+    segmenter: Segmenter
+    tracker: Tracker | None  # the SAM2 video tracker arrives with the tracking pipeline
+    backend: str
+    weights: str
+    device: str
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    def counters(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for model in (self.detector, self.segmenter, self.tracker):
+            if model is not None:
+                total.update(model.counters)
+        return total

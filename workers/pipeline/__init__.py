@@ -1,0 +1,1 @@
+"""The matting pipeline: stages over plate frames, and the pure logic they use."""

@@ -1,0 +1,88 @@
+"""Layer bookkeeping for the simple pipeline: link each frame's masks to layers by IoU.
+
+Pure logic: no files, no models. Layers are named ``<label>_<NN>``, numbered per label in
+order of first appearance.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workers.pipeline.masks import iou
+
+
+@dataclass
+class Layer:
+    index: int
+    label: str
+    name: str
+    first_frame: int
+    last_frame: int
+    frames: int = 0
+    score_sum: float = 0.0
+    last_mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def mean_score(self) -> float:
+        return self.score_sum / self.frames if self.frames else 0.0
+
+
+@dataclass(frozen=True)
+class FrameMask:
+    label: str
+    mask: np.ndarray  # bool, working resolution
+    score: float
+
+
+def channel_safe(label: str) -> str:
+    """A label as an EXR/Nuke layer-name stem: letters, digits and '_', starting with a letter."""
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in label).strip("_") or "object"
+    return safe if safe[0].isalpha() else f"obj_{safe}"
+
+
+def layer_name(label: str, number: int) -> str:
+    return f"{channel_safe(label)}_{number:02d}"
+
+
+class LayerLinker:
+    """One-to-one linking of masks to layers of the same label, best IoU first."""
+
+    def __init__(self, link_iou: float) -> None:
+        self.link_iou = link_iou
+        self.layers: list[Layer] = []
+        self._numbers: Counter[str] = Counter()
+
+    def link(self, frame: int, masks: list[FrameMask]) -> list[int]:
+        """The layer index for each mask, creating layers for masks that match none."""
+        pairs = [
+            (iou(m.mask, layer.last_mask), i, layer.index)
+            for i, m in enumerate(masks)
+            for layer in self.layers
+            if layer.label == m.label and layer.last_mask is not None
+        ]
+        assigned: dict[int, int] = {}
+        taken: set[int] = set()
+        for score, i, j in sorted(pairs, key=lambda p: -p[0]):
+            if score < self.link_iou:
+                break
+            if i not in assigned and j not in taken:
+                assigned[i] = j
+                taken.add(j)
+        result: list[int] = []
+        for i, m in enumerate(masks):
+            if i not in assigned:
+                # Numbered by stem, so labels that map to one stem never share a name.
+                stem = channel_safe(m.label)
+                self._numbers[stem] += 1
+                layer = Layer(len(self.layers), m.label, layer_name(m.label, self._numbers[stem]), frame, frame)
+                self.layers.append(layer)
+                assigned[i] = layer.index
+            layer = self.layers[assigned[i]]
+            layer.last_frame, layer.last_mask = frame, m.mask
+            layer.frames += 1
+            layer.score_sum += m.score
+            result.append(layer.index)
+        return result

@@ -1,0 +1,144 @@
+"""Write a synthetic shot with ground truth: ``SHOT/plate/SHOT.####.exr`` (RGB half, scene-linear),
+``SHOT/truth/SHOT_truth.####.exr`` (float32 ``id``) and ``SHOT/truth/objects.json``.
+
+Textured objects of several labels move on sinusoidal paths over a textured background: paths
+wide enough to leave frame come back, a late starter enters from off-screen, and depth order
+makes them occlude each other. Everything is derived from ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from workers.io.exr import write_exr_atomic
+
+LABELS = ("ball", "box", "car")
+FIRST_FRAME = 1001
+
+
+@dataclass(frozen=True)
+class SyntheticObject:
+    id: int
+    label: str
+    size: float  # fraction of frame height
+    colour: tuple[float, float, float]  # linear RGB
+    depth: float  # smaller is nearer
+    x0: float  # centre at t=0, fraction of width
+    y0: float
+    amp_x: float
+    amp_y: float
+    period: float  # frames
+    phase: float
+    drift: float  # fraction of width per frame
+    start: int  # frame offset where the object appears (0 = from the first frame)
+
+
+def plan_objects(rng: np.random.Generator, count: int, frames: int) -> list[SyntheticObject]:
+    """Object paths chosen so a shot always has a late entry, an exit-and-return and overlaps.
+
+    Speeds are set per frame (about 1-2 % of the width), not per shot, so short shots stay
+    trackable; the wandering object leaves frame on its right swing and comes back.
+    """
+    slow = max(frames, 48)
+    objects: list[SyntheticObject] = []
+    for i in range(count):
+        label = LABELS[i % len(LABELS)]
+        late = i == 1  # enters from the left edge part-way through
+        wanders = i == 2  # swings out of frame and back
+        objects.append(
+            SyntheticObject(
+                id=i + 1,
+                label=label,
+                size=float(rng.uniform(0.18, 0.3)),
+                colour=tuple(float(c) for c in rng.uniform(0.05, 0.8, 3)),  # type: ignore[arg-type]
+                depth=float(i + rng.uniform(0, 0.5)),
+                x0=-0.15 if late else (0.7 if wanders else float(rng.uniform(0.25, 0.75))),
+                y0=float(rng.uniform(0.3, 0.7)),
+                amp_x=0.45 if wanders else float(rng.uniform(0.05, 0.12)),
+                amp_y=float(rng.uniform(0.03, 0.08)),
+                period=float(max(slow, 120) * 0.9 if wanders else slow * rng.uniform(1.0, 2.0)),
+                phase=0.0 if wanders else float(rng.uniform(0, 2 * np.pi)),
+                drift=0.01 if late else 0.0,
+                start=frames // 4 if late else 0,
+            )
+        )
+    return objects
+
+
+def _centre(obj: SyntheticObject, t: int, w: int, h: int) -> tuple[float, float] | None:
+    if t < obj.start:
+        return None
+    k = t - obj.start
+    x = obj.x0 + obj.drift * k + obj.amp_x * np.sin(2 * np.pi * k / obj.period + obj.phase)
+    y = obj.y0 + obj.amp_y * np.sin(4 * np.pi * k / obj.period + obj.phase)
+    return x * w, y * h
+
+
+def _shape(obj: SyntheticObject, cx: float, cy: float, t: int, w: int, h: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    r = obj.size * h / 2
+    if obj.label == "ball":
+        cv2.circle(mask, (round(cx), round(cy)), round(r), 1, -1)
+    elif obj.label == "box":
+        box = cv2.boxPoints(((cx, cy), (1.6 * r, 1.6 * r), (t * 2.0) % 360))
+        cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
+    else:  # car: a body, a cabin and two wheels
+        cv2.rectangle(mask, (round(cx - 1.6 * r), round(cy - 0.3 * r)), (round(cx + 1.6 * r), round(cy + 0.4 * r)), 1, -1)
+        cv2.rectangle(mask, (round(cx - 0.8 * r), round(cy - 0.8 * r)), (round(cx + 0.7 * r), round(cy - 0.2 * r)), 1, -1)
+        for wx in (cx - r, cx + r):
+            cv2.circle(mask, (round(wx), round(cy + 0.45 * r)), round(0.35 * r), 1, -1)
+    return mask.astype(bool)
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    small = rng.uniform(0.0, 1.0, (max(2, cells * h // w), cells)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def write_shot(
+    root: Path,
+    name: str = "synth010",
+    *,
+    frames: int = 24,
+    width: int = 640,
+    height: int = 360,
+    objects: int = 3,
+    seed: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write the shot under ``root/name`` and return the plate pattern (``…/plate/name.####.exr``)."""
+    if frames < 1 or objects < 1 or width < 32 or height < 32:
+        raise ValueError("a synthetic shot needs ≥1 frame, ≥1 object and at least 32×32 pixels")
+    rng = np.random.default_rng(seed)
+    plan = plan_objects(rng, objects, frames)
+    shot = root / name
+    (shot / "plate").mkdir(parents=True, exist_ok=True)
+    (shot / "truth").mkdir(parents=True, exist_ok=True)
+    background = 0.05 + 0.25 * _texture(rng, height, width, 24)[..., None] * np.array([0.6, 0.7, 0.8], np.float32)
+    grain = {obj.id: 0.6 + 0.4 * _texture(rng, height, width, 48) for obj in plan}
+    for t in range(frames):
+        frame = FIRST_FRAME + t
+        rgb = background.copy()
+        ids = np.zeros((height, width), np.float32)
+        for obj in sorted(plan, key=lambda o: -o.depth):  # far to near: nearer objects paint last
+            centre = _centre(obj, t, width, height)
+            if centre is None:
+                continue
+            mask = _shape(obj, *centre, t, width, height)
+            rgb[mask] = (np.array(obj.colour, np.float32) * grain[obj.id][mask][:, None])
+            ids[mask] = obj.id
+        rgb += np.random.default_rng([seed, frame]).normal(0, 0.004, rgb.shape).astype(np.float32)
+        plate_channels = {c: rgb[..., i].astype(np.float16) for i, c in enumerate("RGB")}
+        write_exr_atomic(shot / "plate" / f"{name}.{frame:04d}.exr", plate_channels, {})
+        write_exr_atomic(shot / "truth" / f"{name}_truth.{frame:04d}.exr", {"id": ids}, {})
+        if progress:
+            progress(t + 1)
+    objects_json = {"objects": [{"id": o.id, "label": o.label} for o in plan], "plan": [asdict(o) for o in plan]}
+    (shot / "truth" / "objects.json").write_text(json.dumps(objects_json, indent=2))
+    return shot / "plate" / f"{name}.####.exr"
