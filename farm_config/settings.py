@@ -30,7 +30,7 @@ class TokenGrant:
 
 def _split_list(value: object) -> object:
     if isinstance(value, str):
-        return [item.strip() for item in value.replace(os.pathsep, ",").split(",") if item.strip()]
+        return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 
@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     gdino_text_encoder: Literal["bert-base", "bert-tiny"] = Field(
         "bert-base",
         description="Random-weights mode only: the size of the generated BERT text encoder.",
+    )
+
+    synthetic_delay_s: float = Field(
+        0.0, ge=0.0, le=10.0,
+        description="Synthetic backend only: seconds each model call sleeps, to mimic GPU time in demos and tests.",
     )
 
     api_host: str = "127.0.0.1"

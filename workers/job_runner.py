@@ -82,6 +82,7 @@ class WorkerRuntime:
     db: Database = field(init=False)
     store: JobStore = field(init=False)
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    progress_every_s: float = 0.5  # how often progress is written and the cancel flag read
     _models: ModelSet | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +121,7 @@ class WorkerRuntime:
             plate = self._plate(job)
             models = self.models
             self._record_models(job_id, models)
-            reporter = StoreReporter(self.store, job_id)
+            reporter = StoreReporter(self.store, job_id, self.progress_every_s)
             before = models.counters()
             options = job.spec.options
             detections = detect_stage(plate, split_prompt(job.spec.prompt), options, models, reporter)
@@ -160,7 +161,7 @@ class WorkerRuntime:
             outputs = {frame: output.path_for(frame) for frame in plate.frames}
             layers = [ExportedLayer(layer.name, layer.label) for layer in job.layers]
             written = export_stage(
-                plate, layers, _scratch(job), outputs, _exr_header(job, plate), StoreReporter(self.store, job_id)
+                plate, layers, _scratch(job), outputs, _exr_header(job, plate), StoreReporter(self.store, job_id, self.progress_every_s)
             )
             status = self._job(job_id)
             counters = status.counters.model_dump() | {"frames_written": len(written)}

@@ -27,18 +27,18 @@ def resolve_device(requested: str) -> str:
 
 def build_models(settings: Settings) -> ModelSet:
     if settings.model_backend == "synthetic":
-        return _build_synthetic()
+        return _build_synthetic(settings.synthetic_delay_s)
     return _build_sam2_gdino(settings)
 
 
-def _build_synthetic() -> ModelSet:
+def _build_synthetic(delay_s: float = 0.0) -> ModelSet:
     from workers.models.synthetic import SyntheticDetector, SyntheticNoise, SyntheticSegmenter, SyntheticTracker
     from workers.synthetic.truth import TruthReader
 
     truth, noise = TruthReader(), SyntheticNoise()
     return ModelSet(
-        detector=SyntheticDetector(truth, noise),
-        segmenter=SyntheticSegmenter(truth, noise),
+        detector=SyntheticDetector(truth, noise, delay_s),
+        segmenter=SyntheticSegmenter(truth, noise, delay_s),
         tracker=SyntheticTracker(truth, noise),
         backend="synthetic",
         weights="ground-truth",

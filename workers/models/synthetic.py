@@ -7,6 +7,7 @@ depend on the order frames are processed in.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,13 +60,15 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 class SyntheticDetector:
     name = "synthetic-detector"
 
-    def __init__(self, truth: TruthReader, noise: SyntheticNoise) -> None:
+    def __init__(self, truth: TruthReader, noise: SyntheticNoise, delay_s: float = 0.0) -> None:
         self.truth, self.noise, self.counters = truth, noise, Counter[str]()
+        self.delay_s = delay_s  # stands in for model time, so progress can be watched
 
     def detect(
         self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[Detection]:
         self.counters["detector_calls"] += 1
+        time.sleep(self.delay_s)
         ids = self.truth.ids(frame.plate_path, frame.size)
         labels = self.truth.labels(frame.plate_path)
         rng = _rng(self.noise, 1, frame.frame)
@@ -102,14 +105,16 @@ class SyntheticDetector:
 class SyntheticSegmenter:
     name = "synthetic-segmenter"
 
-    def __init__(self, truth: TruthReader, noise: SyntheticNoise) -> None:
+    def __init__(self, truth: TruthReader, noise: SyntheticNoise, delay_s: float = 0.0) -> None:
         self.truth, self.noise, self.counters = truth, noise, Counter[str]()
+        self.delay_s = delay_s
 
     def segment(self, frame: ModelFrame, boxes: Sequence[Detection]) -> np.ndarray:
         ids = self.truth.ids(frame.plate_path, frame.size)
         h, w = ids.shape
         self.counters["image_encoder_passes"] += 1
         self.counters["mask_decoder_calls"] += len(boxes)
+        time.sleep(self.delay_s)
         out = np.empty((len(boxes), h, w), np.float32)
         for n, det in enumerate(boxes):
             rng = _rng(self.noise, 2, frame.frame, n)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run the whole test suite: starts a PostgreSQL server for the store tests if none is given
+# (MATTEFARM_TEST_POSTGRES_URL), then pytest. Redis servers and worker processes are started by
+# the tests themselves. Extra arguments go to pytest (e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+start_postgres() {
+  command -v pg_lsclusters >/dev/null 2>&1 || { echo "PostgreSQL is not installed: run scripts/install.sh" >&2; return 1; }
+  local version
+  version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$version main$"; then
+    pg_createcluster "$version" main >/dev/null
+  fi
+  if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}' | grep -q online; then
+    pg_ctlcluster "$version" main start
+  fi
+  local port
+  port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
+  runuser -u postgres -- psql -q -p "$port" -v ON_ERROR_STOP=1 <<SQL >/dev/null
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mattefarm') THEN
+    CREATE ROLE mattefarm LOGIN PASSWORD 'mattefarm' CREATEDB;
+  END IF;
+END \$\$;
+SQL
+  echo "postgresql+psycopg://mattefarm:mattefarm@127.0.0.1:$port/postgres"
+}
+
+if [ -z "${MATTEFARM_TEST_POSTGRES_URL:-}" ]; then
+  if [ "$(id -u)" -eq 0 ] && url=$(start_postgres); then
+    export MATTEFARM_TEST_POSTGRES_URL="$url"
+  else
+    echo "note: no PostgreSQL for the store tests (set MATTEFARM_TEST_POSTGRES_URL)" >&2
+  fi
+fi
+
+exec "$VENV/bin/python" -m pytest "$@"

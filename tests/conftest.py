@@ -1,0 +1,130 @@
+"""Shared fixtures: a clean environment, settings, synthetic shots, real Postgres and Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from farm_config import Settings, get_settings
+from tests.factories import TOKENS, write_small_shot
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No MATTEFARM_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("MATTEFARM_") and key != "MATTEFARM_TEST_POSTGRES_URL":
+            monkeypatch.delenv(key)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def farm_root(tmp_path: Path) -> Path:
+    """A folder that is both the read and the write root."""
+    root = tmp_path / "farm"
+    root.mkdir()
+    return root.resolve()
+
+
+@pytest.fixture
+def settings(farm_root: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        read_roots=[farm_root],
+        write_roots=[farm_root],
+        tokens=TOKENS,
+        model_backend="synthetic",
+    )
+
+
+@pytest.fixture(scope="session")
+def shot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic shot written once per session; tests copy it into their own roots."""
+    root = tmp_path_factory.mktemp("shots")
+    write_small_shot(root, "sh010", frames=8)
+    return root
+
+
+@pytest.fixture
+def shot(shot_cache: Path, farm_root: Path) -> Path:
+    """The plate pattern of a private copy of the small synthetic shot."""
+    shutil.copytree(shot_cache / "sh010", farm_root / "sh010")
+    return farm_root / "sh010" / "plate" / "sh010.####.exr"
+
+
+# --- Postgres ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on a real PostgreSQL server, dropped at the end of the session."""
+    admin_url = os.environ.get("MATTEFARM_TEST_POSTGRES_URL")
+    if not admin_url:
+        if IN_CI:
+            pytest.fail("CI must test the store on PostgreSQL: scripts/test.sh sets MATTEFARM_TEST_POSTGRES_URL")
+        pytest.skip("no PostgreSQL server (run the suite with scripts/test.sh)")
+    name = f"mattefarm_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, AOF on, as production runs it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("redis-server is missing: scripts/install.sh installs it")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--appendonly", "yes",
+         "--maxmemory-policy", "noeviction", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,76 @@
+"""Configuration: read from MATTEFARM_* variables, refused with a message naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from farm_config import Settings, get_settings
+from farm_config.celery_config import celery_config, celery_priority
+from farm_config.profiles import get_profile
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MATTEFARM_READ_ROOTS", f"{tmp_path},/tmp")
+    monkeypatch.setenv("MATTEFARM_TOKENS", "abcdefghijklmnop:alice,qrstuvwxyz012345:ops:admin")
+    monkeypatch.setenv("MATTEFARM_SAM2_SIZE", "tiny")
+    settings = get_settings()
+    assert settings.read_roots[0] == tmp_path.resolve()
+    assert settings.sam2_size == "tiny"
+    grants = settings.token_grants()
+    assert grants["abcdefghijklmnop"].user == "alice" and not grants["abcdefghijklmnop"].is_admin
+    assert grants["qrstuvwxyz012345"].is_admin
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"MATTEFARM_TOKENS": "short:alice"}, "at least 16"),
+        ({"MATTEFARM_TOKENS": "abcdefghijklmnop"}, "token:user"),
+        ({"MATTEFARM_TOKENS": "abcdefghijklmnop:alice:root"}, "token:user:admin"),
+        ({"MATTEFARM_VISIBILITY_TIMEOUT_S": "3600"}, "VISIBILITY_TIMEOUT_S must be above"),
+        ({"MATTEFARM_TASK_TIME_LIMIT_S": "100", "MATTEFARM_TASK_SOFT_TIME_LIMIT_S": "200"}, "TIME_LIMIT_S must be above"),
+        ({"MATTEFARM_ENVIRONMENT": "production"}, "MATTEFARM_DATABASE_URL"),
+        ({"MATTEFARM_SAM2_SIZE": "huge"}, "sam2_size"),
+    ],
+)
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], words: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=words):
+        Settings()
+
+
+def test_celery_is_configured_for_long_gpu_tasks() -> None:
+    settings = Settings(broker_url="redis://127.0.0.1:6379/0", visibility_timeout_s=30000, task_time_limit_s=20000,
+                        task_soft_time_limit_s=19000)
+    conf = celery_config(settings)
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    # Every place Celery reads the visibility timeout, above the hard limit.
+    for value in (conf["visibility_timeout"], conf["broker_transport_options"]["visibility_timeout"],
+                  conf["result_backend_transport_options"]["visibility_timeout"]):
+        assert value == 30000 > conf["task_time_limit"] > conf["task_soft_time_limit"]
+    assert conf["task_routes"]["mattefarm.run_job"]["queue"] == "gpu"
+    assert conf["task_routes"]["mattefarm.export_job"]["queue"] == "cpu"
+    assert conf["result_backend"] is None and conf["task_ignore_result"]
+
+
+def test_embedded_default_uses_a_local_broker(tmp_path: Path) -> None:
+    conf = celery_config(Settings(data_dir=tmp_path))
+    assert conf["broker_url"] == "filesystem://"
+    assert conf["broker_transport_options"]["data_folder_in"].startswith(str(tmp_path.resolve()))
+    assert Settings(data_dir=tmp_path).resolved_database_url.startswith("sqlite:///")
+
+
+def test_priority_maps_to_broker_steps() -> None:
+    assert celery_priority(100) == 0 and celery_priority(0) == 9 and celery_priority(50) in (4, 5)
+
+
+def test_worker_profiles() -> None:
+    assert get_profile("a4000").gpu_memory_gb == 16.0
+    with pytest.raises(ValueError, match="choose one of"):
+        get_profile("v100")
