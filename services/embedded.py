@@ -85,8 +85,8 @@ class EmbeddedFarm:
             ("api", api_command(s.api_host, s.api_port)),
             ("worker", worker_command(f"{s.gpu_queue},{s.cpu_queue}", f"embedded@{host}")),
         ):
-            log = (self.log_dir / f"{name}.log").open("ab")
-            self.processes.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own fd
+                self.processes.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         self._wait_healthy(timeout)
         return token
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,13 +71,19 @@ def shot(shot_cache: Path, farm_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on a real PostgreSQL server, dropped at the end of the session."""
+def postgres_server() -> str:
+    """The admin URL of a real PostgreSQL server (scripts/test.sh starts one)."""
     admin_url = os.environ.get("MATTEFARM_TEST_POSTGRES_URL")
     if not admin_url:
         if IN_CI:
             pytest.fail("CI must test the store on PostgreSQL: scripts/test.sh sets MATTEFARM_TEST_POSTGRES_URL")
         pytest.skip("no PostgreSQL server (run the suite with scripts/test.sh)")
+    return admin_url
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server, dropped afterwards."""
     name = f"mattefarm_test_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -87,6 +94,12 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 # --- Redis ---------------------------------------------------------------------------------

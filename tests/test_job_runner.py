@@ -48,7 +48,7 @@ def test_a_job_writes_one_exr_per_frame_with_a_layer_per_object(
     assert [s.state for s in job.stages] == [StageState.SUCCEEDED] * 3
     assert all(s.frames_done == s.frames_total == 8 and s.seconds is not None for s in job.stages)
     c = job.counters
-    assert (c.detector_calls, c.image_encoder_passes, c.frames_written) == (8, 8, 8)
+    assert (c.detector_calls, c.frames_written) == (8, 8) and 0 < c.image_encoder_passes <= 8
     assert c.mask_decoder_calls >= 8
     assert job.models.backend == "synthetic" and job.warnings == []
     assert job.layers and {ly.label for ly in job.layers} <= {"ball", "box", "car"}

@@ -13,7 +13,7 @@ import click
 
 from farm_config.celery_config import prepare_local_broker
 from farm_config.profiles import PROFILES, get_profile
-from services.cli.main import _follow, console, err, farm_errors
+from services.cli.common import console, err, farm_errors, follow_job
 from services.client import FarmClient
 
 
@@ -28,7 +28,7 @@ def _settings_env(backend: str | None, weights: str | None, port: int | None) ->
     return env
 
 
-def _start_embedded(env: dict[str, str]):  # noqa: ANN202
+def _start_embedded(env: dict[str, str]):
     from farm_config.settings import Settings
     from services.embedded import EmbeddedFarm
 
@@ -132,7 +132,7 @@ def demo(workdir: Path | None, frames: int, backend: str | None, weights: str | 
             started = time.monotonic()
             job = client.submit({"plate": str(plate), "prompt": "ball, box, car", "output_root": str(workdir / "renders")})
             console.print(f"job    {job.id} → {job.output_dir}")
-            _follow(client, job.id)
+            follow_job(client, job.id)
             console.print(f"done in {time.monotonic() - started:.1f}s; check a frame with: "
                           f"exrheader {sorted(Path(job.output_dir).glob('*.exr'))[0]}")
     finally:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from farm_config.model_registry import MODELS, SAM2_SIZES, default_download_set
-from services.cli.main import console, err
+from services.cli.common import console, err
 from workers.models.checksums import ChecksumError, read_record
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
-from services.cli.main import console
+from services.cli.common import console
 
 
 def _size(_: click.Context, __: click.Parameter, value: str) -> tuple[int, int]:
