@@ -81,8 +81,14 @@ class Settings(BaseSettings):
         description="Random-weights mode only: the size of the generated BERT text encoder.",
     )
 
+    detector_short_side: int = Field(
+        800, ge=320, le=2048, description="GroundingDINO input short side (its training scale is 800)."
+    )
+    detector_max_side: int = Field(1333, ge=320, le=4096, description="GroundingDINO input long-side cap.")
     synthetic_delay_s: float = Field(
-        0.0, ge=0.0, le=10.0,
+        0.0,
+        ge=0.0,
+        le=10.0,
         description="Synthetic backend only: seconds each model call sleeps, to mimic GPU time in demos and tests.",
     )
 
@@ -106,9 +112,7 @@ class Settings(BaseSettings):
         for entry in tokens:
             parts = entry.split(":")
             if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] != "admin"):
-                raise ValueError(
-                    "MATTEFARM_TOKENS entries must look like 'token:user' or 'token:user:admin'"
-                )
+                raise ValueError("MATTEFARM_TOKENS entries must look like 'token:user' or 'token:user:admin'")
             if len(parts[0]) < 16:
                 raise ValueError("MATTEFARM_TOKENS: each token must be at least 16 characters")
         return tokens
@@ -116,15 +120,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _limits_and_production(self) -> Settings:
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
-            raise ValueError(
-                "MATTEFARM_TASK_TIME_LIMIT_S must be above MATTEFARM_TASK_SOFT_TIME_LIMIT_S"
-            )
+            raise ValueError("MATTEFARM_TASK_TIME_LIMIT_S must be above MATTEFARM_TASK_SOFT_TIME_LIMIT_S")
         # Redis redelivers any unacked message older than the visibility timeout, even one
         # still running, so a shorter timeout runs a long shot twice at once.
         if self.visibility_timeout_s <= self.task_time_limit_s:
-            raise ValueError(
-                "MATTEFARM_VISIBILITY_TIMEOUT_S must be above MATTEFARM_TASK_TIME_LIMIT_S"
-            )
+            raise ValueError("MATTEFARM_VISIBILITY_TIMEOUT_S must be above MATTEFARM_TASK_TIME_LIMIT_S")
         if self.environment == "production":
             if not self.database_url or self.database_url.startswith("sqlite"):
                 raise ValueError("production needs MATTEFARM_DATABASE_URL (postgresql+psycopg://...)")

@@ -26,9 +26,7 @@ def parse_frame_range(text: str) -> list[int]:
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
-            raise FrameRangeError(
-                f"range {part.strip()!r} is reversed; write the first frame first ({last}-{first})"
-            )
+            raise FrameRangeError(f"range {part.strip()!r} is reversed; write the first frame first ({last}-{first})")
         if last - first + 1 + len(frames) > MAX_FRAMES:
             raise FrameRangeError(f"more than {MAX_FRAMES} frames requested; split the shot")
         frames.update(range(first, last + 1))

@@ -50,6 +50,7 @@ class PipelineOptions(BaseModel):
     refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
     box_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Detector box score threshold.")
     text_threshold: float = Field(0.25, ge=0.0, le=1.0, description="Detector text-token threshold.")
+    max_detections: int = Field(50, ge=1, le=900, description="Best-scoring boxes kept per frame.")
     link_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU that links a mask to an existing layer.")
     min_mask_px: int = Field(16, ge=0, description="Masks smaller than this (working px) are dropped.")
 

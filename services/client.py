@@ -47,7 +47,12 @@ class FarmInvalidSpec(FarmAPIError):
     pass
 
 
-_BY_STATUS: dict[int, type[FarmAPIError]] = {401: FarmAuthError, 403: FarmAuthError, 404: FarmNotFound, 422: FarmInvalidSpec}
+_BY_STATUS: dict[int, type[FarmAPIError]] = {
+    401: FarmAuthError,
+    403: FarmAuthError,
+    404: FarmNotFound,
+    422: FarmInvalidSpec,
+}
 
 
 class FarmClient:

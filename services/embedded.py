@@ -73,9 +73,7 @@ class EmbeddedFarm:
         """Start the API and the worker; return the token to use."""
         s = self.settings
         if not port_is_free(s.api_host, s.api_port):
-            raise RuntimeError(
-                f"port {s.api_port} is in use; stop the other farm or set MATTEFARM_API_PORT"
-            )
+            raise RuntimeError(f"port {s.api_port} is in use; stop the other farm or set MATTEFARM_API_PORT")
         prepare_local_broker(s)
         token = ensure_dev_token(s) if not s.tokens else s.tokens[0].split(":")[0]
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,15 @@ def auth(token: str = ALICE) -> dict[str, str]:
 
 def write_small_shot(root: Path, name: str, frames: int = 8, **kwargs: int) -> Path:
     """A quick shot: 160×96, three objects."""
-    return write_shot(root, name, frames=frames, width=kwargs.get("width", 160), height=kwargs.get("height", 96),
-                      objects=kwargs.get("objects", 3), seed=kwargs.get("seed", 1))
+    return write_shot(
+        root,
+        name,
+        frames=frames,
+        width=kwargs.get("width", 160),
+        height=kwargs.get("height", 96),
+        objects=kwargs.get("objects", 3),
+        seed=kwargs.get("seed", 1),
+    )
 
 
 class RecordingQueue:

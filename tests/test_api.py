@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farm_config import Settings
-from tests.factories import ADMIN, BOB, DownQueue, RecordingQueue, auth
 from services.api.app import create_app
+from tests.factories import ADMIN, BOB, DownQueue, RecordingQueue, auth
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def spec(plate: Path | str, root: Path, **extra: object) -> dict[str, object]:
     return {"plate": str(plate), "prompt": "ball, box", "output_root": str(root / "renders"), **extra}
 
 
-def problem_fields(response) -> list[str]:  # noqa: ANN001
+def problem_fields(response) -> list[str]:
     return [p["field"] for p in response.json()["problems"]]
 
 
@@ -93,8 +93,9 @@ def test_unreadable_and_non_image_frames_are_refused(api: TestClient, shot: Path
 def test_output_root_must_be_writable_and_inside_the_write_roots(
     api: TestClient, shot: Path, farm_root: Path, tmp_path: Path
 ) -> None:
-    outside = api.post("/jobs", json={**spec(shot, farm_root), "output_root": str(tmp_path / "elsewhere")},
-                       headers=auth())
+    outside = api.post(
+        "/jobs", json={**spec(shot, farm_root), "output_root": str(tmp_path / "elsewhere")}, headers=auth()
+    )
     assert outside.status_code == 403 and problem_fields(outside) == ["output_root"]
     assert "outside the write roots" in outside.json()["message"]
     a_file = farm_root / "renders_file"
@@ -151,9 +152,7 @@ def test_tokens_are_required(api: TestClient, shot: Path, farm_root: Path) -> No
     assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
 
 
-def test_only_the_owner_or_an_admin_may_cancel(
-    api: TestClient, shot: Path, farm_root: Path
-) -> None:
+def test_only_the_owner_or_an_admin_may_cancel(api: TestClient, shot: Path, farm_root: Path) -> None:
     job_id = api.post("/jobs", json=spec(shot, farm_root), headers=auth()).json()["id"]
     refused = api.post(f"/jobs/{job_id}/cancel", json={"reason": "mine now"}, headers=auth(BOB))
     assert refused.status_code == 403 and "belongs to alice" in refused.json()["message"]

@@ -98,8 +98,18 @@ def plate(farm: Farm) -> str:
 
 
 def test_a_job_runs_end_to_end_through_redis_and_a_worker_process(farm: Farm) -> None:
-    submitted = farm.cli("submit", plate(farm), "--prompt", "ball, box, car", "--output-root",
-                         str(farm.root / "renders"), "--show", "demo", "--priority", "70")
+    submitted = farm.cli(
+        "submit",
+        plate(farm),
+        "--prompt",
+        "ball, box, car",
+        "--output-root",
+        str(farm.root / "renders"),
+        "--show",
+        "demo",
+        "--priority",
+        "70",
+    )
     assert submitted.returncode == 0, submitted.stderr + submitted.stdout
     job_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
 
@@ -152,12 +162,18 @@ def test_cancel_a_running_job_from_the_cli(farm: Farm) -> None:
 
 
 def test_cli_errors_are_one_readable_line(farm: Farm) -> None:
-    bad = farm.cli("submit", str(farm.root / "nowhere" / "x.####.exr"), "--prompt", "ball",
-                   "--output-root", str(farm.root))
+    bad = farm.cli(
+        "submit", str(farm.root / "nowhere" / "x.####.exr"), "--prompt", "ball", "--output-root", str(farm.root)
+    )
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr and "plate:" in bad.stderr and "no files match" in bad.stderr
     unauthorised = farm.cli("jobs", token="not-a-real-token-at-all")
     assert unauthorised.returncode == 1 and "token" in unauthorised.stderr
-    unreachable = subprocess.run([*MATTEFARM, "jobs"], capture_output=True, text=True, timeout=60,
-                                 env=farm.env | {"MATTEFARM_API_URL": "http://127.0.0.1:9", "MATTEFARM_TOKEN": ALICE})
+    unreachable = subprocess.run(
+        [*MATTEFARM, "jobs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=farm.env | {"MATTEFARM_API_URL": "http://127.0.0.1:9", "MATTEFARM_TOKEN": ALICE},
+    )
     assert unreachable.returncode == 3 and "can't reach the farm" in unreachable.stderr

@@ -105,7 +105,7 @@ def test_cancel_while_running_stops_between_frames(
     detect = runtime.models.detector.detect
     calls = []
 
-    def detect_then_cancel(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def detect_then_cancel(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             runtime.store.request_cancel(job_id, "alice", "wrong prompt")
@@ -126,8 +126,10 @@ def test_a_vanished_plate_fails_the_job_with_a_readable_error(
     (shot.parent / "sh010.1004.exr").unlink()
     assert runtime.run_job(job_id) is False
     job = runtime.store.get(job_id)
-    assert job.state == JobState.FAILED and job.error == "frames: 1 frame(s) missing from the plate: 1004; " \
-        "frames on disk: 1001-1003,1005-1008"
+    assert (
+        job.state == JobState.FAILED
+        and job.error == "frames: 1 frame(s) missing from the plate: 1004; frames on disk: 1001-1003,1005-1008"
+    )
 
 
 def test_a_duplicate_message_for_a_finished_job_does_nothing(

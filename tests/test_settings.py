@@ -31,7 +31,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
         ({"MATTEFARM_TOKENS": "abcdefghijklmnop"}, "token:user"),
         ({"MATTEFARM_TOKENS": "abcdefghijklmnop:alice:root"}, "token:user:admin"),
         ({"MATTEFARM_VISIBILITY_TIMEOUT_S": "3600"}, "VISIBILITY_TIMEOUT_S must be above"),
-        ({"MATTEFARM_TASK_TIME_LIMIT_S": "100", "MATTEFARM_TASK_SOFT_TIME_LIMIT_S": "200"}, "TIME_LIMIT_S must be above"),
+        (
+            {"MATTEFARM_TASK_TIME_LIMIT_S": "100", "MATTEFARM_TASK_SOFT_TIME_LIMIT_S": "200"},
+            "TIME_LIMIT_S must be above",
+        ),
         ({"MATTEFARM_ENVIRONMENT": "production"}, "MATTEFARM_DATABASE_URL"),
         ({"MATTEFARM_SAM2_SIZE": "huge"}, "sam2_size"),
     ],
@@ -44,15 +47,22 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: di
 
 
 def test_celery_is_configured_for_long_gpu_tasks() -> None:
-    settings = Settings(broker_url="redis://127.0.0.1:6379/0", visibility_timeout_s=30000, task_time_limit_s=20000,
-                        task_soft_time_limit_s=19000)
+    settings = Settings(
+        broker_url="redis://127.0.0.1:6379/0",
+        visibility_timeout_s=30000,
+        task_time_limit_s=20000,
+        task_soft_time_limit_s=19000,
+    )
     conf = celery_config(settings)
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     # Every place Celery reads the visibility timeout, above the hard limit.
-    for value in (conf["visibility_timeout"], conf["broker_transport_options"]["visibility_timeout"],
-                  conf["result_backend_transport_options"]["visibility_timeout"]):
+    for value in (
+        conf["visibility_timeout"],
+        conf["broker_transport_options"]["visibility_timeout"],
+        conf["result_backend_transport_options"]["visibility_timeout"],
+    ):
         assert value == 30000 > conf["task_time_limit"] > conf["task_soft_time_limit"]
     assert conf["task_routes"]["mattefarm.run_job"]["queue"] == "gpu"
     assert conf["task_routes"]["mattefarm.export_job"]["queue"] == "cpu"

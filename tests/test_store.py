@@ -27,7 +27,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     db.dispose()
 
 
-def new_job(job_id: str, user: str = "alice", shot: str = "sh010", show: str | None = "demo", frames: int = 4) -> NewJob:
+def new_job(
+    job_id: str, user: str = "alice", shot: str = "sh010", show: str | None = "demo", frames: int = 4
+) -> NewJob:
     spec = JobSpec(plate="/p/sh010.####.exr", prompt="person, car", output_root="/o", show=show)
     out = f"/o/{shot}/roto/v001"
     return NewJob(job_id, spec, user, shot, list(range(1001, 1001 + frames)), 1, out, f"{out}/x.####.exr", [])

@@ -38,7 +38,7 @@ class RuntimeTask(Task):
     _runtime = None  # a per-process cache, filled in the child (Celery's documented pattern)
 
     @property
-    def runtime(self):  # noqa: ANN201 - imported lazily to keep this module light
+    def runtime(self):
         from workers.job_runner import WorkerRuntime
 
         if RuntimeTask._runtime is None:
@@ -62,4 +62,3 @@ def _load_models_in_child(**_: Any) -> None:
 def _close_runtime(**_: Any) -> None:
     if RuntimeTask._runtime is not None:
         RuntimeTask._runtime.close()
-

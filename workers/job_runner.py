@@ -95,8 +95,12 @@ class WorkerRuntime:
         if self._models is None:
             started = time.monotonic()
             self._models = build_models(self.settings)
-            log.info("models loaded (%s, %s) in %.1fs", self._models.backend, self._models.weights,
-                     time.monotonic() - started)
+            log.info(
+                "models loaded (%s, %s) in %.1fs",
+                self._models.backend,
+                self._models.weights,
+                time.monotonic() - started,
+            )
         return self._models
 
     # --- the GPU part: detect + segment -----------------------------------------------------
@@ -109,7 +113,9 @@ class WorkerRuntime:
             return False
         if claim == Claim.GAVE_UP:
             self.store.finish(
-                job_id, JobState.FAILED, self.name,
+                job_id,
+                JobState.FAILED,
+                self.name,
                 error=f"gave up after {self.settings.max_attempts} attempts (the worker died each time)",
             )
             return False
@@ -132,8 +138,14 @@ class WorkerRuntime:
                 job_id,
                 counters=dict(counters),
                 layers=[
-                    LayerInfo(name=ly.name, label=ly.label, first_frame=ly.first_frame, last_frame=ly.last_frame,
-                              frames=ly.frames, mean_score=round(ly.mean_score, 4))
+                    LayerInfo(
+                        name=ly.name,
+                        label=ly.label,
+                        first_frame=ly.first_frame,
+                        last_frame=ly.last_frame,
+                        frames=ly.frames,
+                        mean_score=round(ly.mean_score, 4),
+                    )
                     for ly in layers
                 ],
             )
@@ -161,7 +173,12 @@ class WorkerRuntime:
             outputs = {frame: output.path_for(frame) for frame in plate.frames}
             layers = [ExportedLayer(layer.name, layer.label) for layer in job.layers]
             written = export_stage(
-                plate, layers, _scratch(job), outputs, _exr_header(job, plate), StoreReporter(self.store, job_id, self.progress_every_s)
+                plate,
+                layers,
+                _scratch(job),
+                outputs,
+                _exr_header(job, plate),
+                StoreReporter(self.store, job_id, self.progress_every_s),
             )
             status = self._job(job_id)
             counters = status.counters.model_dump() | {"frames_written": len(written)}
@@ -189,8 +206,12 @@ class WorkerRuntime:
 
     def _record_models(self, job_id: str, models: ModelSet) -> None:
         used = ModelsUsed(
-            backend=models.backend, weights=models.weights, detector=models.detector.name,
-            segmenter=models.segmenter.name, device=models.device, checkpoints=models.checkpoints,
+            backend=models.backend,
+            weights=models.weights,
+            detector=models.detector.name,
+            segmenter=models.segmenter.name,
+            device=models.device,
+            checkpoints=models.checkpoints,
         )
         warning = RANDOM_WEIGHTS_WARNING if models.weights == "random" else None
         self.store.record_run(job_id, models=used, warning=warning)
@@ -237,8 +258,12 @@ def _manifest(job: JobStatus, plate: PlateInfo, written: list[Path]) -> dict[str
         "version": job.version,
         "random_weights": bool(job.models and job.models.weights == "random"),
         "warnings": job.warnings,
-        "plate": {"pattern": plate.pattern.display, "width": plate.width, "height": plate.height,
-                  "format": plate.format},
+        "plate": {
+            "pattern": plate.pattern.display,
+            "width": plate.width,
+            "height": plate.height,
+            "format": plate.format,
+        },
         "frames": format_frame_range(plate.frames),
         "missing_frames": [],
         "prompt": job.spec.prompt,

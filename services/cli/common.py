@@ -71,8 +71,14 @@ def farm_errors(fn: F) -> F:
 
 # --- output ----------------------------------------------------------------------------------
 
-_COLOURS = {"queued": "cyan", "running": "yellow", "canceling": "magenta", "succeeded": "green",
-            "failed": "red", "canceled": "magenta"}
+_COLOURS = {
+    "queued": "cyan",
+    "running": "yellow",
+    "canceling": "magenta",
+    "succeeded": "green",
+    "failed": "red",
+    "canceled": "magenta",
+}
 
 
 def state_text(state: JobState) -> str:
@@ -80,21 +86,30 @@ def state_text(state: JobState) -> str:
 
 
 def print_status(job: JobStatus) -> None:
-    console.print(f"[bold]{job.id}[/]  {state_text(job.state)}  {job.shot} v{job.version:03d}  "
-                  f"user {job.user}  priority {job.priority}  attempts {job.attempts}")
+    console.print(
+        f"[bold]{job.id}[/]  {state_text(job.state)}  {job.shot} v{job.version:03d}  "
+        f"user {job.user}  priority {job.priority}  attempts {job.attempts}"
+    )
     console.print(f"plate   {job.spec.plate}  ({len(job.frames)} frames)   prompt '{job.spec.prompt}'")
     for warning in job.warnings:
         console.print(f"[bold red]⚠ {warning}[/]")
     table = Table("stage", "state", "frames", "seconds", "fps")
     for st in job.stages:
         fps = f"{st.frames_done / st.seconds:.2f}" if st.seconds else ""
-        table.add_row(st.name.value, st.state.value, f"{st.frames_done}/{st.frames_total}",
-                      f"{st.seconds:.2f}" if st.seconds is not None else "", fps)
+        table.add_row(
+            st.name.value,
+            st.state.value,
+            f"{st.frames_done}/{st.frames_total}",
+            f"{st.seconds:.2f}" if st.seconds is not None else "",
+            fps,
+        )
     console.print(table)
     c = job.counters
-    console.print(f"model calls: detector {c.detector_calls}, image encoder {c.image_encoder_passes}, "
-                  f"mask decoder {c.mask_decoder_calls}, tracking steps {c.tracking_steps}; "
-                  f"frames written {c.frames_written}")
+    console.print(
+        f"model calls: detector {c.detector_calls}, image encoder {c.image_encoder_passes}, "
+        f"mask decoder {c.mask_decoder_calls}, tracking steps {c.tracking_steps}; "
+        f"frames written {c.frames_written}"
+    )
     if job.models:
         console.print(f"models: {job.models.backend} ({job.models.weights} weights) on {job.models.device}")
     if job.layers:

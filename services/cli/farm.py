@@ -39,10 +39,18 @@ def _start_embedded(env: dict[str, str]):
     return farm, token
 
 
-_backend = click.option("--backend", type=click.Choice(["synthetic", "sam2-gdino"]), default=None,
-                        help="Model backend (default: MATTEFARM_MODEL_BACKEND or sam2-gdino).")
-_weights = click.option("--weights", type=click.Choice(["official", "random"]), default=None,
-                        help="'random' builds the real models untrained (speed tests only).")
+_backend = click.option(
+    "--backend",
+    type=click.Choice(["synthetic", "sam2-gdino"]),
+    default=None,
+    help="Model backend (default: MATTEFARM_MODEL_BACKEND or sam2-gdino).",
+)
+_weights = click.option(
+    "--weights",
+    type=click.Choice(["official", "random"]),
+    default=None,
+    help="'random' builds the real models untrained (speed tests only).",
+)
 
 
 @click.command()
@@ -52,7 +60,7 @@ _weights = click.option("--weights", type=click.Choice(["official", "random"]), 
 def up(backend: str | None, weights: str | None, port: int | None) -> None:
     """Start an embedded farm here: API + one worker, SQLite + a local queue. Ctrl-C stops it."""
     try:
-        farm, token = _start_embedded(_settings_env(backend, weights, port))
+        farm, _ = _start_embedded(_settings_env(backend, weights, port))
     except RuntimeError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise SystemExit(1) from None
@@ -78,8 +86,9 @@ def api(host: str | None, port: int | None) -> None:
     from farm_config import get_settings
 
     settings = get_settings()
-    uvicorn.run("services.api.app:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port)
+    uvicorn.run(
+        "services.api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port
+    )
 
 
 @click.command()
@@ -105,8 +114,13 @@ def worker(queues: str | None, gpu: int | None, profile: str | None, name: str |
 
 
 @click.command()
-@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None,
-              help="Where the demo shot and mattes go (default: a new temporary folder).")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the demo shot and mattes go (default: a new temporary folder).",
+)
 @click.option("--frames", type=click.IntRange(1, 500), default=24, show_default=True)
 @_backend
 @_weights
@@ -130,11 +144,15 @@ def demo(workdir: Path | None, frames: int, backend: str | None, weights: str | 
     try:
         with FarmClient(farm.url, token) as client:
             started = time.monotonic()
-            job = client.submit({"plate": str(plate), "prompt": "ball, box, car", "output_root": str(workdir / "renders")})
+            job = client.submit(
+                {"plate": str(plate), "prompt": "ball, box, car", "output_root": str(workdir / "renders")}
+            )
             console.print(f"job    {job.id} → {job.output_dir}")
             follow_job(client, job.id)
-            console.print(f"done in {time.monotonic() - started:.1f}s; check a frame with: "
-                          f"exrheader {sorted(Path(job.output_dir).glob('*.exr'))[0]}")
+            console.print(
+                f"done in {time.monotonic() - started:.1f}s; check a frame with: "
+                f"exrheader {sorted(Path(job.output_dir).glob('*.exr'))[0]}"
+            )
     finally:
         farm.stop()
 

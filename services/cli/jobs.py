@@ -24,14 +24,26 @@ from services.cli.common import client, console, farm_errors, follow_job, print_
 @click.option("--follow", is_flag=True, help="Show live progress until the job finishes.")
 @farm_errors
 def submit(
-    plate: str, prompt: str, frames: str | None, output_root: str | None, priority: int,
-    show: str | None, shot: str | None, max_side: int | None, follow: bool,
+    plate: str,
+    prompt: str,
+    frames: str | None,
+    output_root: str | None,
+    priority: int,
+    show: str | None,
+    shot: str | None,
+    max_side: int | None,
+    follow: bool,
 ) -> None:
     """Submit PLATE (a frame pattern like /shots/sh010/sh010_plate.####.exr)."""
     plate_path = plate if plate.startswith("/") else str(Path.cwd() / plate)
     payload: dict[str, Any] = {
-        "plate": plate_path, "prompt": prompt, "frames": frames, "priority": priority, "show": show,
-        "shot": shot, "output_root": output_root or str(Path.cwd()),
+        "plate": plate_path,
+        "prompt": prompt,
+        "frames": frames,
+        "priority": priority,
+        "show": show,
+        "shot": shot,
+        "output_root": output_root or str(Path.cwd()),
     }
     if max_side is not None:
         payload["options"] = PipelineOptions(max_side=max_side).model_dump()
@@ -69,8 +81,9 @@ def status(job_id: str, follow: bool, as_json: bool) -> None:
 @click.option("--offset", type=click.IntRange(0), default=0)
 @click.option("--json", "as_json", is_flag=True)
 @farm_errors
-def jobs(state: str | None, show: str | None, shot: str | None, user: str | None,
-         limit: int, offset: int, as_json: bool) -> None:
+def jobs(
+    state: str | None, show: str | None, shot: str | None, user: str | None, limit: int, offset: int, as_json: bool
+) -> None:
     """List jobs, newest first."""
     with client() as farm:
         page = farm.jobs(state=state, show=show, shot=shot, user=user, limit=limit, offset=offset)
@@ -80,8 +93,17 @@ def jobs(state: str | None, show: str | None, shot: str | None, user: str | None
     table = Table("id", "state", "user", "show", "shot", "pri", "progress", "prompt", "submitted")
     for j in page.items:
         pct = f"{100 * j.frames_done / j.frames_total:.0f}%" if j.frames_total else "-"
-        table.add_row(j.id, state_text(j.state), j.user, j.show or "", j.shot, str(j.priority), pct, j.prompt,
-                      j.created_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            j.id,
+            state_text(j.state),
+            j.user,
+            j.show or "",
+            j.shot,
+            str(j.priority),
+            pct,
+            j.prompt,
+            j.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
     console.print(f"{len(page.items)} of {page.total} job(s)")
 

@@ -14,9 +14,17 @@ def cli() -> None:
 
 
 for command in (
-    jobs.submit, jobs.status, jobs.jobs, jobs.cancel,
-    farm.up, farm.api, farm.worker, farm.demo, farm.db,
-    models.models, synth.synth,
+    jobs.submit,
+    jobs.status,
+    jobs.jobs,
+    jobs.cancel,
+    farm.up,
+    farm.api,
+    farm.worker,
+    farm.demo,
+    farm.db,
+    models.models,
+    synth.synth,
 ):
     cli.add_command(command)
 

@@ -41,14 +41,25 @@ def list_models(models_dir: Path | None) -> None:
 
 
 @models.command("download")
-@click.option("--sam2-size", type=click.Choice(SAM2_SIZES), default=None,
-              help="SAM 2.1 size to fetch (default: MATTEFARM_SAM2_SIZE).")
+@click.option(
+    "--sam2-size",
+    type=click.Choice(SAM2_SIZES),
+    default=None,
+    help="SAM 2.1 size to fetch (default: MATTEFARM_SAM2_SIZE).",
+)
 @click.option("--all", "everything", is_flag=True, help="Every model in the registry (all four SAM 2.1 sizes).")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--mirror", default=None, help="Fetch from this mirror instead of huggingface.co.")
-@click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
-              help="Resume an interrupted download this many times.")
-def download(sam2_size: str | None, everything: bool, models_dir: Path | None, mirror: str | None, retries: int) -> None:
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=3,
+    show_default=True,
+    help="Resume an interrupted download this many times.",
+)
+def download(
+    sam2_size: str | None, everything: bool, models_dir: Path | None, mirror: str | None, retries: int
+) -> None:
     """Fetch checkpoints with resume and sha256 verification."""
     from farm_config import get_settings
     from workers.models.download import DownloadError, download_file

@@ -33,6 +33,14 @@ def synth(root: Path, name: str, frames: int, size: tuple[int, int], objects: in
         raise click.BadParameter("use letters, digits, '_' and '-' only", param_hint="--name")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"writing {name}", total=frames)
-        pattern = write_shot(root, name, frames=frames, width=size[0], height=size[1], objects=objects, seed=seed,
-                             progress=lambda n: progress.update(task, completed=n))
+        pattern = write_shot(
+            root,
+            name,
+            frames=frames,
+            width=size[0],
+            height=size[1],
+            objects=objects,
+            seed=seed,
+            progress=lambda n: progress.update(task, completed=n),
+        )
     console.print(f"plate {pattern}\ntruth {pattern.parent.parent / 'truth'}")

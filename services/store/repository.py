@@ -97,7 +97,9 @@ class JobStore:
             ]
             s.add(row)
             s.flush()  # the job row must exist before its first event
-            s.add(_event(job.id, EventKind.SUBMITTED, job.user, f"{len(job.frames)} frames, prompt '{job.spec.prompt}'"))
+            s.add(
+                _event(job.id, EventKind.SUBMITTED, job.user, f"{len(job.frames)} frames, prompt '{job.spec.prompt}'")
+            )
 
     def get(self, job_id: str) -> JobStatus | None:
         with self.db.session() as s:
@@ -268,7 +270,9 @@ class JobStore:
             ).rowcount
             if done:
                 if state != JobState.SUCCEEDED:
-                    _set_open_stages(s, job_id, StageState.CANCELED if state == JobState.CANCELED else StageState.FAILED)
+                    _set_open_stages(
+                        s, job_id, StageState.CANCELED if state == JobState.CANCELED else StageState.FAILED
+                    )
                 kind = {JobState.SUCCEEDED: EventKind.SUCCEEDED, JobState.CANCELED: EventKind.CANCELED}.get(
                     state, EventKind.FAILED
                 )

@@ -52,9 +52,7 @@ def resolve_plate(pattern_text: str, frames: list[int] | None) -> PlateInfo:
         raise PlateError("plate", str(exc)) from None
     suffix = pattern.tail.lower().rsplit(".", 1)[-1]
     if f".{suffix}" not in IMAGE_SUFFIXES:
-        raise PlateError(
-            "plate", f"'.{suffix}' is not a plate format; use EXR, DPX, TIFF, PNG or JPEG frames"
-        )
+        raise PlateError("plate", f"'.{suffix}' is not a plate format; use EXR, DPX, TIFF, PNG or JPEG frames")
     on_disk = pattern.frames_on_disk()
     if not on_disk:
         raise PlateError(

@@ -32,8 +32,7 @@ class SequencePattern:
             raise SequencePatternError("the frame token must be in the file name, not a folder")
         if len(tokens) != 1:
             raise SequencePatternError(
-                f"{path.name!r} needs exactly one frame token: ####, %04d or $F4 "
-                f"(found {len(tokens)})"
+                f"{path.name!r} needs exactly one frame token: ####, %04d or $F4 (found {len(tokens)})"
             )
         token = tokens[0]
         if token.group("hash"):

@@ -79,7 +79,11 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
                 checkpoints[file.name] = verify_recorded(settings.models_dir, file.name)
     return ModelSet(
         detector=GroundingDinoDetector(
-            build_gdino_model(gdino.config, gdino_ckpt, text_encoder, device), device, gdino.key
+            build_gdino_model(gdino.config, gdino_ckpt, text_encoder, device),
+            device,
+            gdino.key,
+            short_side=settings.detector_short_side,
+            max_side=settings.detector_max_side,
         ),
         segmenter=Sam2Segmenter(build_sam2_model(sam2.config, sam2_ckpt, device), device, sam2.key),
         tracker=None,

@@ -88,7 +88,7 @@ def download_file(
                 total = offset + int(length) if length else None
                 with part.open("ab" if offset else "wb") as fh:
                     done = offset
-                    for chunk in response.iter_bytes(1 << 20):
+                    for chunk in response.iter_bytes():  # as they arrive: a cut keeps every byte
                         fh.write(chunk)
                         done += len(chunk)
                         if progress:

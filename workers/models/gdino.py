@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -56,9 +57,22 @@ def label_for(phrase: str, classes: Sequence[str]) -> str | None:
     return None
 
 
+def detector_size(width: int, height: int, short_side: int, max_side: int) -> tuple[int, int]:
+    """GroundingDINO's own resize rule (short side to ``short_side``, long side at most ``max_side``).
+
+    The model was trained at this scale, and its 900 queries need at least as many encoder
+    tokens, which frames much under ~320 px do not give.
+    """
+    scale = min(short_side / min(width, height), max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 class GroundingDinoDetector:
-    def __init__(self, model: torch.nn.Module, device: str, name: str) -> None:
+    def __init__(
+        self, model: torch.nn.Module, device: str, name: str, short_side: int = 800, max_side: int = 1333
+    ) -> None:
         self.model, self.device, self.name = model, device, name
+        self.short_side, self.max_side = short_side, max_side
         self.counters: Counter[str] = Counter()
 
     def detect(
@@ -67,7 +81,10 @@ class GroundingDinoDetector:
         from groundingdino.util.inference import predict
 
         w, h = frame.size
-        image = torch.from_numpy(frame.image).permute(2, 0, 1).float() / 255.0
+        pixels = cv2.resize(
+            frame.image, detector_size(w, h, self.short_side, self.max_side), interpolation=cv2.INTER_LINEAR
+        )
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
         image = (image - _MEAN) / _STD
         with torch.inference_mode():
             boxes, scores, phrases = predict(

@@ -118,7 +118,7 @@ class SyntheticSegmenter:
         out = np.empty((len(boxes), h, w), np.float32)
         for n, det in enumerate(boxes):
             rng = _rng(self.noise, 2, frame.frame, n)
-            x0, y0, x1, y1 = (int(round(v)) for v in det.box)
+            x0, y0, x1, y1 = (round(v) for v in det.box)
             inside = ids[y0:y1, x0:x1]
             values, counts = np.unique(inside[inside > 0], return_counts=True)
             box_area = max(1, (x1 - x0) * (y1 - y0))

@@ -73,7 +73,8 @@ def detect_stage(
     clock = _StageClock(StageName.DETECT, reporter, len(plate.frames))
     found: dict[int, list[Detection]] = {}
     for frame in model_frames(plate, options.max_side):
-        found[frame.frame] = models.detector.detect(frame, classes, options.box_threshold, options.text_threshold)
+        boxes = models.detector.detect(frame, classes, options.box_threshold, options.text_threshold)
+        found[frame.frame] = sorted(boxes, key=lambda d: -d.score)[: options.max_detections]
         clock.tick()
     clock.close()
     return found

@@ -89,8 +89,12 @@ def _shape(obj: SyntheticObject, cx: float, cy: float, t: int, w: int, h: int) -
         box = cv2.boxPoints(((cx, cy), (1.6 * r, 1.6 * r), (t * 2.0) % 360))
         cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
     else:  # car: a body, a cabin and two wheels
-        cv2.rectangle(mask, (round(cx - 1.6 * r), round(cy - 0.3 * r)), (round(cx + 1.6 * r), round(cy + 0.4 * r)), 1, -1)
-        cv2.rectangle(mask, (round(cx - 0.8 * r), round(cy - 0.8 * r)), (round(cx + 0.7 * r), round(cy - 0.2 * r)), 1, -1)
+        cv2.rectangle(
+            mask, (round(cx - 1.6 * r), round(cy - 0.3 * r)), (round(cx + 1.6 * r), round(cy + 0.4 * r)), 1, -1
+        )
+        cv2.rectangle(
+            mask, (round(cx - 0.8 * r), round(cy - 0.8 * r)), (round(cx + 0.7 * r), round(cy - 0.2 * r)), 1, -1
+        )
         for wx in (cx - r, cx + r):
             cv2.circle(mask, (round(wx), round(cy + 0.45 * r)), round(0.35 * r), 1, -1)
     return mask.astype(bool)
@@ -131,7 +135,7 @@ def write_shot(
             if centre is None:
                 continue
             mask = _shape(obj, *centre, t, width, height)
-            rgb[mask] = (np.array(obj.colour, np.float32) * grain[obj.id][mask][:, None])
+            rgb[mask] = np.array(obj.colour, np.float32) * grain[obj.id][mask][:, None]
             ids[mask] = obj.id
         rgb += np.random.default_rng([seed, frame]).normal(0, 0.004, rgb.shape).astype(np.float32)
         plate_channels = {c: rgb[..., i].astype(np.float16) for i, c in enumerate("RGB")}

@@ -1,0 +1,116 @@
+"""The real architectures (SAM 2.1, GroundingDINO Swin-T) at random initialisation, on CPU:
+they build offline, run through the adapters, count their calls, and a whole job on them says
+loudly that its weights are random. Nothing here judges mask quality."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from farm_config import Settings
+from schemas import JobSpec, JobState, PipelineOptions
+from workers.io.exr import read_exr_header
+from workers.job_runner import RANDOM_WEIGHTS_WARNING, WorkerRuntime
+from workers.models.builder import ModelsMissingError, build_models
+from workers.models.interfaces import Detection, ModelFrame, ModelSet
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def random_settings(models_dir: Path, **extra: object) -> Settings:
+    return Settings(
+        model_backend="sam2-gdino",
+        weights="random",
+        sam2_size="tiny",
+        gdino_text_encoder="bert-tiny",
+        models_dir=models_dir,
+        device="cpu",
+        detector_short_side=320,
+        detector_max_side=480,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def model_set(models_dir: Path) -> ModelSet:
+    return build_models(random_settings(models_dir))
+
+
+def frame(number: int = 1001) -> ModelFrame:
+    rng = np.random.default_rng(number)
+    return ModelFrame(number, rng.integers(0, 255, (144, 256, 3), dtype=np.uint8), Path(f"/plate.{number}.exr"))
+
+
+def test_models_record_random_weights(model_set: ModelSet) -> None:
+    assert model_set.backend == "sam2-gdino" and model_set.weights == "random"
+    assert model_set.checkpoints["sam2.1-tiny"] == "random"
+    assert model_set.segmenter.name == "sam2.1-tiny" and model_set.detector.name == "groundingdino-swint"
+
+
+def test_sam2_segments_boxes_with_one_encoder_pass_per_frame(model_set: ModelSet) -> None:
+    seg = model_set.segmenter
+    before = seg.counters.copy()
+    boxes = [Detection((10, 10, 100, 100), "ball", 0.9), Detection((50, 20, 200, 120), "box", 0.8)]
+    logits = seg.segment(frame(), boxes)
+    assert logits.shape == (2, 144, 256) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    seg.segment(frame(), boxes[:1])  # same frame: the embedding is reused
+    seg.segment(frame(1002), boxes[:1])
+    delta = seg.counters - before
+    assert delta["image_encoder_passes"] == 2 and delta["mask_decoder_calls"] == 4
+    assert seg.segment(frame(1003), []).shape == (0, 144, 256)
+
+
+def test_groundingdino_returns_boxes_inside_the_frame(model_set: ModelSet) -> None:
+    found = model_set.detector.detect(frame(), ["ball", "box"], 0.3, 0.25)
+    assert model_set.detector.counters["detector_calls"] >= 1
+    for det in found:
+        x0, y0, x1, y1 = det.box
+        assert 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 144
+        assert det.label in ("ball", "box") and 0 <= det.score <= 1
+
+
+def test_official_weights_missing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelsMissingError, match="mattefarm models download"):
+        build_models(Settings(model_backend="sam2-gdino", weights="official", models_dir=tmp_path, device="cpu"))
+
+
+@pytest.fixture
+def runtime(settings: Settings, model_set: ModelSet) -> Iterator[WorkerRuntime]:
+    rt = WorkerRuntime(settings)
+    rt._models = model_set  # built once for the module rather than per test
+    yield rt
+    rt.close()
+
+
+def test_a_job_on_random_weights_says_so_in_status_and_output(
+    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    from farm_config import TokenGrant
+    from services.jobs import JobService
+    from tests.factories import RecordingQueue
+
+    spec = JobSpec(
+        plate=str(shot),
+        frames="1001-1002",
+        prompt="ball, box",
+        output_root=str(farm_root),
+        options=PipelineOptions(max_side=256, max_detections=3),
+    )
+    job_id = JobService(settings, runtime.store, RecordingQueue()).submit(spec, TokenGrant("alice", False)).id
+    assert runtime.run_job(job_id)
+    runtime.export_job(job_id)
+    job = runtime.store.get(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.warnings == [RANDOM_WEIGHTS_WARNING] and job.models.weights == "random"
+    assert job.counters.detector_calls == 2 and job.counters.image_encoder_passes == 2
+    assert job.counters.mask_decoder_calls == 6 and job.counters.frames_written == 2
+    header = read_exr_header(sorted(Path(job.output_dir).glob("*.exr"))[0])
+    assert header["mattefarm/randomWeights"] == "true" and header["comments"].startswith("RANDOM WEIGHTS")
