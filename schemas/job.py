@@ -152,13 +152,20 @@ class ModelsUsed(BaseModel):
     checkpoints: dict[str, str] = Field(default_factory=dict, description="file -> sha256, or 'random'")
 
 
-class JobStatus(BaseModel):
+class JobHeader(BaseModel):
+    """What every view of a job shows: who, what shot, where it stands."""
+
     id: str
     state: JobState
     user: str
     show: str | None
     shot: str
     priority: int
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class JobStatus(JobHeader):
     spec: JobSpec
     frames: list[int] = Field(description="Plate frames the job covers.")
     stages: list[StageStatus]
@@ -172,24 +179,14 @@ class JobStatus(BaseModel):
     output_pattern: str
     manifest: str | None = None
     layers: list[LayerInfo] = Field(default_factory=list)
-    created_at: datetime
     started_at: datetime | None = None
-    finished_at: datetime | None = None
     seconds: float | None = None
 
 
-class JobSummary(BaseModel):
-    id: str
-    state: JobState
-    user: str
-    show: str | None
-    shot: str
-    priority: int
+class JobSummary(JobHeader):
     prompt: str
     frames_done: int
     frames_total: int
-    created_at: datetime
-    finished_at: datetime | None = None
 
 
 class JobPage(BaseModel):

@@ -104,6 +104,9 @@ class EmbeddedFarm:
         self.stop()
         raise RuntimeError(f"the API did not come up in {timeout:.0f}s; see {self.log_dir}/api.log")
 
+    def running(self) -> bool:
+        return bool(self.processes) and all(proc.poll() is None for proc in self.processes)
+
     def stop(self, grace: float = 20.0) -> None:
         for proc in self.processes:
             if proc.poll() is None:

@@ -67,13 +67,21 @@ def up(backend: str | None, weights: str | None, port: int | None) -> None:
     console.print(f"farm up at [bold]{farm.url}[/]  (API docs: {farm.url}/docs)")
     console.print(f"token in {farm.settings.dev_token_path}; logs in {farm.log_dir}")
     console.print("submit with: mattefarm submit /path/plate.####.exr --prompt 'person, car' --follow")
+    console.print("Ctrl-C stops the farm.")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while farm.running():
+            time.sleep(1)
+        err.print(f"[red]a farm process stopped on its own; see {farm.log_dir}[/]")
     except KeyboardInterrupt:
         pass
     finally:
         with console.status("stopping…"):
             farm.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command()

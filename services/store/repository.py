@@ -138,7 +138,8 @@ class JobStore:
     def next_version(self, output_dir_prefix: str) -> int:
         """Highest version recorded for a shot's roto folder (0 when none)."""
         with self.db.session() as s:
-            rows = s.scalars(select(JobRow.version).where(JobRow.output_dir.like(f"{output_dir_prefix}%"))).all()
+            query = select(JobRow.version).where(JobRow.output_dir.startswith(output_dir_prefix, autoescape=True))
+            rows = s.scalars(query).all()
             return max(rows, default=0)
 
     # --- control ----------------------------------------------------------------------------
@@ -292,17 +293,25 @@ def _event(job_id: str, kind: EventKind, actor: str, message: str) -> EventRow:
     return EventRow(job_id=job_id, at=utcnow(), kind=kind, actor=actor, message=message)
 
 
+def _header(row: JobRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "state": JobState(row.state),
+        "user": row.user,
+        "show": row.show,
+        "shot": row.shot,
+        "priority": row.priority,
+        "created_at": row.created_at,
+        "finished_at": row.finished_at,
+    }
+
+
 def _status(row: JobRow) -> JobStatus:
     seconds = None
     if row.started_at and row.finished_at:
         seconds = round((row.finished_at - row.started_at).total_seconds(), 3)
     return JobStatus(
-        id=row.id,
-        state=JobState(row.state),
-        user=row.user,
-        show=row.show,
-        shot=row.shot,
-        priority=row.priority,
+        **_header(row),
         spec=JobSpec.model_validate(row.spec),
         frames=row.frames,
         stages=[
@@ -327,24 +336,15 @@ def _status(row: JobRow) -> JobStatus:
         output_pattern=row.output_pattern,
         manifest=row.manifest,
         layers=[LayerInfo.model_validate(layer) for layer in row.layers or []],
-        created_at=row.created_at,
         started_at=row.started_at,
-        finished_at=row.finished_at,
         seconds=seconds,
     )
 
 
 def _summary(row: JobRow) -> JobSummary:
     return JobSummary(
-        id=row.id,
-        state=JobState(row.state),
-        user=row.user,
-        show=row.show,
-        shot=row.shot,
-        priority=row.priority,
+        **_header(row),
         prompt=row.prompt,
         frames_done=sum(st.frames_done for st in row.stages),
         frames_total=sum(st.frames_total for st in row.stages),
-        created_at=row.created_at,
-        finished_at=row.finished_at,
     )
