@@ -58,9 +58,12 @@ def farm_errors(fn: F) -> F:
             err.print(f"[red]error:[/] {exc}")
             sys.exit(3)
         except FarmAPIError as exc:
-            err.print(f"[red]error ({exc.status}):[/] {exc.message}")
-            for problem in exc.problems:
-                err.print(f"  • {problem.field}: {problem.message}")
+            if len(exc.problems) > 1:
+                err.print(f"[red]error ({exc.status}):[/] {len(exc.problems)} problems")
+                for problem in exc.problems:
+                    err.print(f"  • {problem.field}: {problem.message}")
+            else:
+                err.print(f"[red]error ({exc.status}):[/] {exc.message}")
             sys.exit(1)
         except FarmError as exc:
             err.print(f"[red]error:[/] {exc}")

@@ -68,7 +68,9 @@ def up(backend: str | None, weights: str | None, port: int | None) -> None:
     console.print(f"token in {farm.settings.dev_token_path}; logs in {farm.log_dir}")
     console.print("submit with: mattefarm submit /path/plate.####.exr --prompt 'person, car' --follow")
     console.print("Ctrl-C stops the farm.")
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly: a farm started from a script's background job inherits SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         while farm.running():
             time.sleep(1)
