@@ -19,6 +19,7 @@ from schemas.job import (
     StageName,
     StageState,
     StageStatus,
+    Strategy,
     SubmitResponse,
     split_prompt,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "StageName",
     "StageState",
     "StageStatus",
+    "Strategy",
     "SubmitResponse",
     "WorkerInfo",
     "format_frame_range",

@@ -26,10 +26,19 @@ class JobState(StrEnum):
 class StageName(StrEnum):
     DETECT = "detect"
     SEGMENT = "segment"
+    TRACK = "track"
     EXPORT = "export"
 
 
-STAGE_ORDER: tuple[StageName, ...] = (StageName.DETECT, StageName.SEGMENT, StageName.EXPORT)
+STAGE_ORDER: tuple[StageName, ...] = (StageName.DETECT, StageName.SEGMENT, StageName.TRACK, StageName.EXPORT)
+
+
+class Strategy(StrEnum):
+    """How layers keep their identity across the shot (all run through the same stages)."""
+
+    FARM = "farm"  # windows forward then backward, one identity book, hysteresis
+    KEYFRAME_GREEDY = "keyframe-greedy"  # Grounded-SAM-2 continuous-ID: keyframes, first match, forward
+    PER_FRAME = "per-frame"  # no tracking: per-frame masks linked by IoU
 
 
 class StageState(StrEnum):
@@ -41,18 +50,37 @@ class StageState(StrEnum):
 
 
 class PipelineOptions(BaseModel):
-    """Pipeline knobs; defaults are Image Engine's published ones."""
+    """Pipeline knobs; defaults are Image Engine's published ones where they exist."""
 
     model_config = ConfigDict(extra="forbid")
 
+    strategy: Strategy = Field(Strategy.FARM, description="farm, keyframe-greedy or per-frame.")
     max_side: int = Field(1024, ge=64, le=8192, description="Longest side of the inference frames, px.")
-    chunk_size: int = Field(20, ge=2, le=500, description="Frames per tracking window.")
-    refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
+    # detection
     box_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Detector box score threshold.")
     text_threshold: float = Field(0.25, ge=0.0, le=1.0, description="Detector text-token threshold.")
     max_detections: int = Field(50, ge=1, le=900, description="Best-scoring boxes kept per frame.")
-    link_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU that links a mask to an existing layer.")
-    min_mask_px: int = Field(16, ge=0, description="Masks smaller than this (working px) are dropped.")
+    # per-frame clean-up
+    min_island_px: int = Field(64, ge=0, description="Mask islands smaller than this (working px) are dropped.")
+    min_hole_px: int = Field(64, ge=0, description="Holes smaller than this (working px) are filled.")
+    min_mask_px: int = Field(16, ge=0, description="Masks smaller than this after clean-up are dropped.")
+    fp_sim: float = Field(0.1, gt=0.0, le=1.0, description="Sim(A,B) that counts B as a partner of A.")
+    fp_min_partners: int = Field(2, ge=1, description="A mask with this many partners is a false positive.")
+    merge_sim: float = Field(0.6, gt=0.0, le=1.0, description="Sim(A,B) above which A merges into its one partner.")
+    # tracking
+    chunk_size: int = Field(20, ge=2, le=500, description="Frames per tracking window.")
+    refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
+    match_iou: float = Field(0.9, gt=0.0, le=1.0, description="IoU at which a detection refreshes a layer.")
+    new_layer_max_cover: float = Field(
+        0.2, gt=0.0, le=1.0, description="A detection covered less than this by layers starts a new one."
+    )
+    hysteresis: float = Field(0.1, ge=0.0, le=1.0, description="Quality margin to replace a cached mask.")
+    max_empty_windows: int = Field(2, ge=0, description="Window starts a layer may miss before it ends.")
+    min_detected_frames: int = Field(3, ge=0, description="Frames a detection must confirm a layer on.")
+    min_layer_frames: int = Field(1, ge=1, description="Shortest layer kept, in frames.")
+    keyframe_step: int = Field(20, ge=1, le=500, description="keyframe-greedy: frames between keyframes.")
+    keyframe_iou: float = Field(0.8, gt=0.0, le=1.0, description="keyframe-greedy: first-match IoU.")
+    link_iou: float = Field(0.5, gt=0.0, le=1.0, description="per-frame: IoU that links a mask to a layer.")
 
     @model_validator(mode="after")
     def _refresh_within_chunk(self) -> PipelineOptions:
@@ -122,6 +150,7 @@ class StageStatus(BaseModel):
 
 
 class LayerInfo(BaseModel):
+    id: int = Field(description="The layer's id in the job's tracking scratch.")
     name: str
     label: str
     first_frame: int

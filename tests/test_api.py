@@ -42,7 +42,7 @@ def test_submit_stores_and_queues(api: TestClient, queue: RecordingQueue, shot: 
     job = api.get(f"/jobs/{body['id']}", headers=auth()).json()
     assert job["state"] == "queued" and job["user"] == "alice" and job["shot"] == "sh010"
     assert job["frames"] == list(range(1001, 1009))
-    assert [s["name"] for s in job["stages"]] == ["detect", "segment", "export"]
+    assert [s["name"] for s in job["stages"]] == ["detect", "segment", "track", "export"]
     assert job["output_pattern"].endswith("sh010_roto_v001.####.exr")
     # A second submission of the same shot gets the next version; nothing is reused.
     again = api.post("/jobs", json=spec(shot, farm_root), headers=auth()).json()

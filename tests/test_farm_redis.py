@@ -127,10 +127,11 @@ def test_a_job_runs_end_to_end_through_redis_and_a_worker_process(farm: Farm) ->
     worker_log = (farm.logs / "worker.log").read_text()
     assert job.state == JobState.SUCCEEDED, f"{job.error}\n{worker_log[-3000:]}"
     assert seen_midway is not None, "status never showed a stage part-way through"
-    assert seen_midway[2] == 24
+    assert seen_midway[2] in (24, 10)
 
     # Per-stage timings and model-call counts when done.
-    assert all(s.frames_done == 24 and s.seconds and s.seconds > 0 for s in job.stages)
+    assert [s.frames_done for s in job.stages] == [24, 24, 10, 24]  # track counts windows: 5 + 5
+    assert all(s.seconds and s.seconds > 0 for s in job.stages)
     # A frame with no boxes needs no encoder pass.
     assert job.counters.detector_calls == 24 and 0 < job.counters.image_encoder_passes <= 24
     assert job.counters.frames_written == 24 and job.attempts == 1

@@ -45,8 +45,11 @@ def test_a_job_writes_one_exr_per_frame_with_a_layer_per_object(
     runtime.export_job(job_id)
     job = runtime.store.get(job_id)
     assert job.state == JobState.SUCCEEDED, job.error
-    assert [s.state for s in job.stages] == [StageState.SUCCEEDED] * 3
-    assert all(s.frames_done == s.frames_total == 8 and s.seconds is not None for s in job.stages)
+    assert [s.name for s in job.stages] == ["detect", "segment", "track", "export"]
+    assert [s.state for s in job.stages] == [StageState.SUCCEEDED] * 4
+    assert all(s.frames_done == s.frames_total and s.seconds is not None for s in job.stages)
+    # Frames for detect/segment/export; windows for track (8 frames: 2 forward + 2 backward).
+    assert [s.frames_total for s in job.stages] == [8, 8, 4, 8]
     c = job.counters
     assert (c.detector_calls, c.frames_written) == (8, 8) and 0 < c.image_encoder_passes <= 8
     assert c.mask_decoder_calls >= 8

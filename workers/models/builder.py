@@ -27,11 +27,11 @@ def resolve_device(requested: str) -> str:
 
 def build_models(settings: Settings) -> ModelSet:
     if settings.model_backend == "synthetic":
-        return _build_synthetic(settings.synthetic_delay_s)
+        return build_synthetic(settings.synthetic_delay_s)
     return _build_sam2_gdino(settings)
 
 
-def _build_synthetic(delay_s: float = 0.0) -> ModelSet:
+def build_synthetic(delay_s: float = 0.0) -> ModelSet:
     from workers.models.synthetic import SyntheticDetector, SyntheticNoise, SyntheticSegmenter, SyntheticTracker
     from workers.synthetic.truth import TruthReader
 

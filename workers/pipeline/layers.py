@@ -35,6 +35,7 @@ class FrameMask:
     label: str
     mask: np.ndarray  # bool, working resolution
     score: float
+    logits: np.ndarray | None = field(default=None, repr=False)  # int16-quantized, for soft output
 
 
 def channel_safe(label: str) -> str:

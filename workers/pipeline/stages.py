@@ -1,7 +1,9 @@
-"""The simple pipeline's stages: detect every frame, segment each box and link layers, export.
+"""The pipeline's stages over a shot: detect → segment → track → export.
 
-Each stage is a plain function over plate frames; it reports progress through a
-:class:`StageReporter` and never touches the database or Celery itself.
+Each stage is a plain function that reads the plate through a :class:`FrameSource`, keeps its
+per-frame results in the scratch stores, reports progress through a :class:`StageReporter`, and
+never touches the database or Celery. Which frames are detected and how layers are tracked depends
+on the strategy (``workers.pipeline.tracking``); the stages themselves are shared.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,12 +19,16 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from schemas import PipelineOptions, StageName
-from workers.io.exr import write_exr_atomic
-from workers.io.plate import PlateInfo, read_frame_linear, to_model_frame
-from workers.models.interfaces import Detection, ModelFrame, ModelSet
-from workers.pipeline.layers import FrameMask, Layer, LayerLinker
+from schemas import PipelineOptions, StageName, Strategy
+from workers.io.exr import to_half, write_exr_atomic
+from workers.models.interfaces import Detection, ModelSet
+from workers.pipeline.cleanup import consolidate, remove_small_regions
+from workers.pipeline.frame_store import DetectionStore, LayerStore, dequantize_logits, quantize_logits
+from workers.pipeline.frames import FrameSource
+from workers.pipeline.layers import FrameMask
 from workers.pipeline.masks import sigmoid
+
+_LOGIT = 8.0  # logit magnitude given to pixels the clean-up adds or removes
 
 
 class JobCanceled(Exception):
@@ -37,21 +42,8 @@ class StageReporter(Protocol):
     def cancel_requested(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class ExportedLayer:
-    name: str
-    label: str
-
-
-def model_frames(plate: PlateInfo, max_side: int) -> Iterator[ModelFrame]:
-    """Plate frames decoded one at a time: memory stays flat however long the shot."""
-    for frame in plate.frames:
-        path = plate.path_for(frame)
-        yield ModelFrame(frame, to_model_frame(read_frame_linear(path), max_side), path)
-
-
-class _StageClock:
-    """Times one stage, reports each frame, and stops the stage when a cancel arrives."""
+class StageClock:
+    """Times one stage, reports each step, and stops the stage when a cancel arrives."""
 
     def __init__(self, stage: StageName, reporter: StageReporter, total: int) -> None:
         reporter.started(stage, total)
@@ -67,93 +59,129 @@ class _StageClock:
         self.reporter.finished(self.stage, time.monotonic() - self.start)
 
 
-def detect_stage(
-    plate: PlateInfo, classes: list[str], options: PipelineOptions, models: ModelSet, reporter: StageReporter
-) -> dict[int, list[Detection]]:
-    clock = _StageClock(StageName.DETECT, reporter, len(plate.frames))
+@dataclass
+class Shot:
+    """Everything the stages of one job share."""
+
+    source: FrameSource
+    options: PipelineOptions
+    models: ModelSet
+    reporter: StageReporter
+    detections: DetectionStore
+    layers: LayerStore
+
+    @classmethod
+    def open(
+        cls, source: FrameSource, options: PipelineOptions, models: ModelSet, reporter: StageReporter, scratch: Path
+    ) -> Shot:
+        return cls(
+            source,
+            options,
+            models,
+            reporter,
+            DetectionStore(scratch, window_keep(options)),
+            LayerStore(scratch, window_keep(options)),
+        )
+
+
+def window_keep(options: PipelineOptions) -> int:
+    """Frames kept in memory: a forward and a backward window, whatever the shot length."""
+    return 2 * options.chunk_size + 8
+
+
+@dataclass(frozen=True)
+class ExportedLayer:
+    id: int
+    name: str
+
+
+def detection_positions(frames: int, options: PipelineOptions) -> list[int]:
+    """Where the detector runs: every frame, or the keyframes of keyframe-greedy."""
+    step = options.keyframe_step if options.strategy == Strategy.KEYFRAME_GREEDY else 1
+    return list(range(0, frames, step))
+
+
+def detect_stage(shot: Shot, classes: list[str]) -> dict[int, list[Detection]]:
+    positions = detection_positions(len(shot.source), shot.options)
+    clock = StageClock(StageName.DETECT, shot.reporter, len(positions))
     found: dict[int, list[Detection]] = {}
-    for frame in model_frames(plate, options.max_side):
-        boxes = models.detector.detect(frame, classes, options.box_threshold, options.text_threshold)
-        found[frame.frame] = sorted(boxes, key=lambda d: -d.score)[: options.max_detections]
+    opts = shot.options
+    for pos in positions:
+        boxes = shot.models.detector.detect(shot.source.at(pos), classes, opts.box_threshold, opts.text_threshold)
+        found[pos] = sorted(boxes, key=lambda d: -d.score)[: opts.max_detections]
         clock.tick()
     clock.close()
     return found
 
 
-def segment_stage(
-    plate: PlateInfo,
-    detections: dict[int, list[Detection]],
-    options: PipelineOptions,
-    models: ModelSet,
-    scratch: Path,
-    reporter: StageReporter,
-) -> list[Layer]:
-    """Segment each box, link masks to layers, and keep each frame's layer logits in ``scratch``."""
-    clock = _StageClock(StageName.SEGMENT, reporter, len(plate.frames))
-    linker = LayerLinker(options.link_iou)
-    scratch.mkdir(parents=True, exist_ok=True)
-    for frame in model_frames(plate, options.max_side):
-        boxes = detections.get(frame.frame, [])
-        logits = models.segmenter.segment(frame, boxes) if boxes else np.zeros((0, *frame.image.shape[:2]), np.float32)
-        keep = [i for i in range(len(boxes)) if (logits[i] > 0).sum() >= max(1, options.min_mask_px)]
-        masks = [FrameMask(boxes[i].label, logits[i] > 0, boxes[i].score) for i in keep]
-        layer_ids = linker.link(frame.frame, masks)
-        _save_frame_logits(scratch, frame.frame, np.array(layer_ids, np.int32), logits[keep])
+def segment_stage(shot: Shot, boxes: dict[int, list[Detection]]) -> None:
+    """SAM2 per box, then clean-up, false-positive removal and duplicate merging per frame."""
+    clock = StageClock(StageName.SEGMENT, shot.reporter, len(boxes))
+    for pos, frame_boxes in sorted(boxes.items()):
+        logits = shot.models.segmenter.segment(shot.source.at(pos), frame_boxes) if frame_boxes else None
+        cleaned = [] if logits is None else clean_frame(frame_boxes, logits, shot.options)
+        shot.detections.put(pos, cleaned)
         clock.tick()
+    shot.detections.flush()
     clock.close()
-    for layer in linker.layers:
-        layer.last_mask = None
-    return linker.layers
+
+
+def clean_frame(boxes: list[Detection], logits: np.ndarray, opts: PipelineOptions) -> list[FrameMask]:
+    masks: list[FrameMask] = []
+    for det, lg in zip(boxes, logits, strict=True):
+        mask = remove_small_regions(lg > 0, opts.min_island_px, opts.min_hole_px)
+        if mask.sum() < max(1, opts.min_mask_px):
+            continue
+        soft = np.where(mask & (lg <= 0), _LOGIT, np.where(~mask & (lg > 0), -_LOGIT, lg))
+        masks.append(FrameMask(det.label, mask, det.score, quantize_logits(soft)))
+    result = consolidate([m.mask for m in masks], opts.fp_sim, opts.fp_min_partners, opts.merge_sim)
+    out: list[FrameMask] = []
+    for keep, merged in sorted(result.kept.items()):
+        base = masks[keep]
+        if not merged:
+            out.append(base)
+            continue
+        mask, logits_ = base.mask.copy(), base.logits
+        for i in merged:
+            mask |= masks[i].mask
+            logits_ = np.maximum(logits_, masks[i].logits)
+        out.append(FrameMask(base.label, mask, max(base.score, *(masks[i].score for i in merged)), logits_))
+    return out
 
 
 def export_stage(
-    plate: PlateInfo,
+    shot_frames: list[int],
+    size: tuple[int, int],
     layers: list[ExportedLayer],
-    scratch: Path,
+    store: LayerStore,
     output_for: dict[int, Path],
-    header: dict[str, Any],
+    header_for: dict[int, dict[str, Any]],
     reporter: StageReporter,
 ) -> list[Path]:
-    """Write one EXR per plate frame: each layer's soft matte at plate resolution, plus ``A``.
+    """One EXR per plate frame: each layer's soft matte at plate resolution, plus ``A``.
 
     Logits are upsampled to the plate before the sigmoid, so edges stay anti-aliased.
     """
-    clock = _StageClock(StageName.EXPORT, reporter, len(plate.frames))
-    size = (plate.width, plate.height)
+    clock = StageClock(StageName.EXPORT, reporter, len(shot_frames))
+    width, height = size
     written: list[Path] = []
-    for frame in plate.frames:
-        layer_ids, logits = _load_frame_logits(scratch, frame)
-        mattes = {f"{layer.name}.A": np.zeros((plate.height, plate.width), np.float16) for layer in layers}
-        union = np.zeros((plate.height, plate.width), np.float32)
-        for layer_id, layer_logits in zip(layer_ids.tolist(), logits, strict=True):
-            # cv2's bilinear resize samples at pixel centres (half-pixel alignment).
-            matte = sigmoid(cv2.resize(layer_logits.astype(np.float32), size, interpolation=cv2.INTER_LINEAR))
-            name = f"{layers[layer_id].name}.A"
-            mattes[name] = np.maximum(mattes[name], matte.astype(np.float16))
+    for pos, frame in enumerate(shot_frames):
+        tracked = store.get(pos)
+        union = np.zeros((height, width), np.float32)
+        channels: dict[str, np.ndarray] = {}
+        for layer in layers:
+            matte = np.zeros((height, width), np.float32)
+            if layer.id in tracked:
+                # cv2's bilinear resize samples at pixel centres (half-pixel alignment).
+                logits = dequantize_logits(tracked[layer.id].logits)
+                matte = sigmoid(cv2.resize(logits, size, interpolation=cv2.INTER_LINEAR))
             np.maximum(union, matte, out=union)
-        channels = {"A": union.astype(np.float16), **mattes}
-        frame_header = {**header, "mattefarm/sourceFrame": str(frame), "mattefarm/source": str(plate.path_for(frame))}
-        write_exr_atomic(output_for[frame], channels, frame_header)
+            channels[f"{layer.name}.A"] = to_half(matte)
+        write_exr_atomic(output_for[frame], {"A": to_half(union), **channels}, header_for[frame])
         written.append(output_for[frame])
         clock.tick()
     clock.close()
     return written
-
-
-def _scratch_file(scratch: Path, frame: int) -> Path:
-    return scratch / f"frame_{frame}.npz"
-
-
-def _save_frame_logits(scratch: Path, frame: int, layer_ids: np.ndarray, logits: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=scratch, suffix=".npz")
-    with os.fdopen(fd, "wb") as fh:
-        np.savez_compressed(fh, layer_ids=layer_ids, logits=logits.astype(np.float16))
-    os.replace(tmp, _scratch_file(scratch, frame))
-
-
-def _load_frame_logits(scratch: Path, frame: int) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(_scratch_file(scratch, frame)) as data:
-        return data["layer_ids"], data["logits"]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,162 @@
+"""Per-frame scratch on disk with a small in-memory window, so a shot's masks never all sit in RAM.
+
+Two kinds of record per frame position: the cleaned per-frame detections, and the tracked layers
+(logits and quality per layer id). Files are replaced atomically; a retry overwrites them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.pipeline.layers import FrameMask
+
+LOGIT_SCALE = 256.0  # logits are kept as int16 in 1/256 steps: exact enough, fast, half of float32
+
+
+def quantize_logits(logits: np.ndarray) -> np.ndarray:
+    if logits.dtype == np.int16:
+        return logits
+    return np.clip(np.rint(logits * LOGIT_SCALE), -32767, 32767).astype(np.int16)
+
+
+def dequantize_logits(stored: np.ndarray) -> np.ndarray:
+    return stored.astype(np.float32) * (1.0 / LOGIT_SCALE)
+
+
+@dataclass
+class TrackedMask:
+    logits: np.ndarray  # int16, quantized (see ``quantize_logits``)
+    quality: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.logits > 0
+
+
+class _DiskLRU:
+    def __init__(self, folder: Path, kind: str, keep: int) -> None:
+        self.folder, self.kind, self.keep = folder, kind, max(1, keep)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[int, object] = OrderedDict()
+        self._dirty: set[int] = set()
+
+    def path(self, pos: int) -> Path:
+        return self.folder / f"{self.kind}_{pos:06d}.npz"
+
+    def _get(self, pos: int, load: object) -> object:
+        if pos in self._memory:
+            self._memory.move_to_end(pos)
+            return self._memory[pos]
+        value = load(self.path(pos)) if self.path(pos).exists() else None  # type: ignore[operator]
+        self._remember(pos, value)
+        return value
+
+    def _put(self, pos: int, value: object) -> None:
+        self._remember(pos, value)
+        self._dirty.add(pos)
+
+    def _remember(self, pos: int, value: object) -> None:
+        self._memory[pos] = value
+        self._memory.move_to_end(pos)
+        while len(self._memory) > self.keep:
+            old, old_value = self._memory.popitem(last=False)
+            if old in self._dirty:
+                self._write(old, old_value)
+
+    def flush(self) -> None:
+        for pos in sorted(self._dirty):
+            if pos in self._memory:
+                self._write(pos, self._memory[pos])
+        self._dirty.clear()
+
+    def _write(self, pos: int, value: object) -> None:
+        self._dirty.discard(pos)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **self._encode(value))
+        os.replace(tmp, self.path(pos))
+
+    def _encode(self, value: object) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class DetectionStore(_DiskLRU):
+    """Each frame's cleaned detections (label, bool mask, score)."""
+
+    def __init__(self, folder: Path, keep: int = 48) -> None:
+        super().__init__(folder, "detections", keep)
+
+    def get(self, pos: int) -> list[FrameMask]:
+        return self._get(pos, _load_detections) or []  # type: ignore[return-value]
+
+    def put(self, pos: int, detections: list[FrameMask]) -> None:
+        self._put(pos, detections)
+
+    def _encode(self, value: object) -> dict[str, np.ndarray]:
+        dets: list[FrameMask] = value  # type: ignore[assignment]
+        shape = dets[0].mask.shape if dets else (0, 0)
+        return {
+            "labels": np.array([d.label for d in dets], dtype=str),
+            "scores": np.array([d.score for d in dets], np.float32),
+            "masks": np.packbits(np.stack([d.mask for d in dets]), axis=-1) if dets else np.zeros((0, 0, 0), np.uint8),
+            "logits": np.stack([_logits_of(d) for d in dets]) if dets else np.zeros((0, 1, 1), np.int16),
+            "shape": np.array(shape),
+        }
+
+
+def _logits_of(det: FrameMask) -> np.ndarray:
+    if det.logits is not None:
+        return quantize_logits(det.logits)
+    return quantize_logits(np.where(det.mask, 8.0, -8.0))
+
+
+def _load_detections(path: Path) -> list[FrameMask]:
+    with np.load(path) as data:
+        _, width = data["shape"].tolist()
+        if not len(data["labels"]):
+            return []
+        masks = np.unpackbits(data["masks"], axis=-1, count=width).astype(bool)
+        return [
+            FrameMask(str(lbl), m, float(s), lg)
+            for lbl, m, s, lg in zip(data["labels"], masks, data["scores"], data["logits"], strict=True)
+        ]
+
+
+class LayerStore(_DiskLRU):
+    """Each frame's tracked layers: layer id → logits and quality."""
+
+    def __init__(self, folder: Path, keep: int = 48) -> None:
+        super().__init__(folder, "layers", keep)
+
+    def get(self, pos: int) -> dict[int, TrackedMask]:
+        value = self._get(pos, _load_layers)
+        if value is None:
+            value = {}
+            self._remember(pos, value)
+        return value  # type: ignore[return-value]
+
+    def put(self, pos: int, layers: dict[int, TrackedMask]) -> None:
+        self._put(pos, layers)
+
+    def _encode(self, value: object) -> dict[str, np.ndarray]:
+        layers: dict[int, TrackedMask] = value  # type: ignore[assignment]
+        ids = sorted(layers)
+        return {
+            "ids": np.array(ids, np.int32),
+            "quality": np.array([layers[i].quality for i in ids], np.float32),
+            "logits": np.stack([layers[i].logits for i in ids]) if ids else np.zeros((0, 1, 1), np.int16),
+        }
+
+
+def _load_layers(path: Path) -> dict[int, TrackedMask]:
+    with np.load(path) as data:
+        return {
+            int(i): TrackedMask(logits, float(q))
+            for i, q, logits in zip(data["ids"], data["quality"], data["logits"], strict=True)
+        }

@@ -1,0 +1,174 @@
+"""Layer identities for the tracking pipeline: every decision about which layer a mask belongs to
+is made here, with one-to-one matching.
+
+At each window start the book turns the cached layer masks and that frame's detections into the
+window's prompts:
+- a detection whose IoU with a layer's mask is ≥ ``match_iou`` refreshes that layer (best pairs
+  first, each layer and detection used once);
+- a detection mostly covered by existing layers is left alone (it is one of them, seen badly);
+- a detection mostly uncovered revives a dormant layer whose most recent mask it overlaps (the
+  object came back), or else starts a new layer;
+- two layers of one label whose masks overlap at ``duplicate_iou`` are one object: the younger is
+  merged into the older (``aliases``), and the track stage folds its frames in;
+- a layer missing from a window start is dormant; after ``max_empty_windows`` such starts in a row
+  it ends for the rest of the pass.
+Tracked results replace a cached mask only when their quality (IoU with that frame's detections)
+beats it by ``hysteresis``. Pure numpy: no models, no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workers.pipeline.layers import FrameMask, layer_name
+from workers.pipeline.masks import iou
+
+
+@dataclass(frozen=True)
+class IdentityOptions:
+    match_iou: float = 0.9
+    new_layer_max_cover: float = 0.2
+    revive_iou: float = 0.3
+    duplicate_iou: float = 0.7
+    hysteresis: float = 0.1
+    max_empty_windows: int = 2
+    min_detected_frames: int = 3  # frames where a detection confirms the layer (quality ≥ 0.5)
+    min_layer_frames: int = 1
+
+
+@dataclass
+class LayerRecord:
+    id: int
+    label: str
+    last_mask: np.ndarray | None = field(default=None, repr=False)
+    empty_windows: int = 0
+    ended: bool = False
+    merged_into: int | None = None
+    name: str = ""
+
+
+class IdentityBook:
+    def __init__(self, options: IdentityOptions) -> None:
+        self.options = options
+        self.layers: dict[int, LayerRecord] = {}
+        self.aliases: dict[int, int] = {}  # merged layer → the layer it joined
+
+    def start_pass(self) -> None:
+        """A new direction: every layer not merged away may be carried again."""
+        for layer in self.layers.values():
+            layer.empty_windows, layer.ended = 0, layer.merged_into is not None
+
+    def root(self, layer_id: int) -> int:
+        while layer_id in self.aliases:
+            layer_id = self.aliases[layer_id]
+        return layer_id
+
+    def new_layer(self, label: str, mask: np.ndarray) -> int:
+        layer_id = len(self.layers) + 1
+        self.layers[layer_id] = LayerRecord(layer_id, label, last_mask=mask)
+        return layer_id
+
+    def window_prompts(
+        self, detections: list[FrameMask], cached: dict[int, np.ndarray], recent: dict[int, np.ndarray] | None = None
+    ) -> dict[int, np.ndarray]:
+        """Prompts (layer id → mask) for a window starting on a frame with these detections and
+        these cached layer masks; ``recent`` holds each absent layer's latest mask before it."""
+        opts = self.options
+        # A mask cached on this frame (by either pass) keeps its layer alive; ``ended`` only stops
+        # a layer from being revived by a detection once it has been absent too long.
+        prompts = {lid: m for lid, m in cached.items() if m.any() and self.layers[lid].merged_into is None}
+        self._merge_duplicates(prompts)
+        pairs = sorted(
+            (
+                (iou(det.mask, prompts[lid]), i, lid)
+                for i, det in enumerate(detections)
+                for lid in prompts
+                if self.layers[lid].label == det.label
+            ),
+            key=lambda p: -p[0],
+        )
+        matched: dict[int, int] = {}
+        for score, i, lid in pairs:
+            if score < opts.match_iou:
+                break
+            if i not in matched and lid not in matched.values():
+                matched[i] = lid
+                prompts[lid] = detections[i].mask
+        for i, det in enumerate(detections):
+            if i in matched or not det.mask.any():
+                continue
+            if _covered_fraction(det.mask, prompts.values()) >= opts.new_layer_max_cover:
+                continue
+            lid = self._dormant_match(det, recent or {}, exclude=prompts.keys())
+            prompts[lid if lid is not None else self.new_layer(det.label, det.mask)] = det.mask
+        for lid, layer in self.layers.items():
+            if lid in prompts:
+                layer.empty_windows, layer.last_mask, layer.ended = 0, prompts[lid], False
+            elif not layer.ended:
+                layer.empty_windows += 1
+                layer.ended = layer.empty_windows > opts.max_empty_windows
+        return prompts
+
+    def _merge_duplicates(self, prompts: dict[int, np.ndarray]) -> None:
+        for young in sorted(prompts, reverse=True):
+            for old in sorted(prompts):
+                if old >= young or young not in prompts:
+                    break
+                same_label = self.layers[old].label == self.layers[young].label
+                if same_label and iou(prompts[old], prompts[young]) >= self.options.duplicate_iou:
+                    self.aliases[young] = old
+                    self.layers[young].merged_into, self.layers[young].ended = old, True
+                    del prompts[young]
+
+    def _dormant_match(self, det: FrameMask, recent: dict[int, np.ndarray], exclude: object) -> int | None:
+        best, best_iou = None, self.options.revive_iou
+        for lid, layer in self.layers.items():
+            if lid in exclude or layer.ended or layer.label != det.label:  # type: ignore[operator]
+                continue
+            last = recent.get(lid, layer.last_mask)
+            if last is None:
+                continue
+            score = iou(det.mask, last)
+            if score >= best_iou:
+                best, best_iou = lid, score
+        return best
+
+    def accepts(self, new_quality: float, cached_quality: float | None) -> bool:
+        """Hysteresis: a tracked mask replaces a cached one only when clearly better."""
+        return cached_quality is None or new_quality > cached_quality + self.options.hysteresis
+
+    def finalize(
+        self, frames_present: dict[int, int], frames_detected: dict[int, int], first_seen: dict[int, int]
+    ) -> list[LayerRecord]:
+        """The layers worth writing, named ``<label>_<NN>`` per label in order of first appearance."""
+        opts = self.options
+        keep = [
+            layer
+            for lid, layer in self.layers.items()
+            if layer.merged_into is None
+            and frames_present.get(lid, 0) >= opts.min_layer_frames
+            and frames_detected.get(lid, 0) >= opts.min_detected_frames
+        ]
+        keep.sort(key=lambda layer: (first_seen.get(layer.id, 0), layer.id))
+        numbers: dict[str, int] = {}
+        for layer in keep:
+            stem = layer_name(layer.label, 0)[:-3]
+            numbers[stem] = numbers.get(stem, 0) + 1
+            layer.name = layer_name(layer.label, numbers[stem])
+            layer.last_mask = None
+        return keep
+
+
+def _covered_fraction(mask: np.ndarray, others: object) -> float:
+    union = np.zeros_like(mask)
+    for other in others:  # type: ignore[attr-defined]
+        union |= other
+    area = mask.sum()
+    return float((mask & union).sum() / area) if area else 1.0
+
+
+def detection_quality(mask: np.ndarray, detections: list[FrameMask]) -> float:
+    """How well a tracked mask agrees with that frame's detections (0 with none)."""
+    return max((iou(mask, det.mask) for det in detections), default=0.0)

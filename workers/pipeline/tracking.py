@@ -1,0 +1,217 @@
+"""The track stage: turn per-frame detections into layers that keep one identity for the shot.
+
+Three strategies share this stage so they can be compared on one shot:
+- ``farm``: SAM2 tracking in windows of ``chunk_size`` started every ``refresh_every`` frames,
+  a forward then a backward pass, identities decided by :class:`IdentityBook`;
+- ``keyframe-greedy``: Grounded-SAM-2's continuous-ID demo (keyframes only, first match at IoU
+  > ``keyframe_iou``, tracks not re-detected are dropped, forward only);
+- ``per-frame``: no tracking; each frame's masks linked to layers by IoU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas import LayerInfo, PipelineOptions, StageName, Strategy
+from workers.pipeline.frame_store import LayerStore, TrackedMask, quantize_logits
+from workers.pipeline.identity import IdentityBook, IdentityOptions, detection_quality
+from workers.pipeline.layers import LayerLinker, layer_name
+from workers.pipeline.masks import iou
+from workers.pipeline.stages import Shot, StageClock
+from workers.pipeline.windows import keyframe_windows, plan_windows
+
+
+@dataclass
+class LayerStats:
+    present: dict[int, int]
+    detected: dict[int, int]
+    first: dict[int, int]
+    last: dict[int, int]
+    quality: dict[int, float]
+
+
+def track_stage(shot: Shot) -> list[LayerInfo]:
+    """Fill ``shot.layers`` with every frame's tracked layers; return the layers to write."""
+    strategy = shot.options.strategy
+    if strategy == Strategy.FARM:
+        return _track_farm(shot)
+    if strategy == Strategy.KEYFRAME_GREEDY:
+        return _track_keyframe_greedy(shot)
+    return _link_per_frame(shot)
+
+
+def identity_options(options: PipelineOptions) -> IdentityOptions:
+    return IdentityOptions(
+        match_iou=options.match_iou,
+        new_layer_max_cover=options.new_layer_max_cover,
+        hysteresis=options.hysteresis,
+        max_empty_windows=options.max_empty_windows,
+        min_detected_frames=options.min_detected_frames,
+        min_layer_frames=options.min_layer_frames,
+    )
+
+
+def _track_farm(shot: Shot) -> list[LayerInfo]:
+    n = len(shot.source)
+    windows = plan_windows(n, shot.options.chunk_size, shot.options.refresh_every)
+    book = IdentityBook(identity_options(shot.options))
+    clock = StageClock(StageName.TRACK, shot.reporter, len(windows))
+    forward = True
+    lookback = (shot.options.max_empty_windows + 1) * shot.options.refresh_every
+    for window in windows:
+        if forward and not window.forward:
+            forward = False
+            book.start_pass()
+        cached = {lid: tm.mask for lid, tm in shot.layers.get(window.start).items()}
+        recent = _recent_masks(shot.layers, window.start, -1 if window.forward else 1, lookback, n, cached)
+        prompts = book.window_prompts(shot.detections.get(window.start), cached, recent)
+        if prompts:
+            _run_window(shot, window.positions, prompts, book)
+        clock.tick()
+    _fold_aliases(shot.layers, n, book)
+    shot.layers.flush()
+    stats = layer_stats(shot.layers, n)
+    kept = book.finalize(stats.present, stats.detected, stats.first)
+    clock.close()
+    return [_layer_info(layer.id, layer.name, layer.label, stats, shot) for layer in kept]
+
+
+def _recent_masks(
+    store: LayerStore, start: int, step: int, lookback: int, frames: int, skip: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """Each layer's mask on the nearest already-tracked frame before ``start`` (in pass order)."""
+    recent: dict[int, np.ndarray] = {}
+    for distance in range(1, lookback + 1):
+        pos = start + step * distance
+        if not 0 <= pos < frames:
+            break
+        for lid, tracked in store.get(pos).items():
+            if lid not in skip and lid not in recent:
+                recent[lid] = tracked.mask
+    return recent
+
+
+def _fold_aliases(store: LayerStore, frames: int, book: IdentityBook) -> None:
+    """Give merged layers' frames to the layer they joined (the better mask where both exist)."""
+    if not book.aliases:
+        return
+    for pos in range(frames):
+        cache = store.get(pos)
+        moved = [lid for lid in cache if lid in book.aliases]
+        for lid in moved:
+            tracked, root = cache.pop(lid), book.root(lid)
+            if root not in cache or tracked.quality > cache[root].quality:
+                cache[root] = tracked
+        if moved:
+            store.put(pos, cache)
+
+
+def _run_window(shot: Shot, positions: range, prompts: dict[int, np.ndarray], book: IdentityBook) -> None:
+    assert shot.models.tracker is not None, "the farm strategy needs a tracker"
+    frames = shot.source.window(positions)
+    for pos, (_, outputs) in zip(positions, shot.models.tracker.track(frames, prompts), strict=False):
+        cache = shot.layers.get(pos)
+        detections = shot.detections.get(pos)
+        changed = False
+        for lid, logits in outputs.items():
+            mask = logits > 0
+            if not mask.any():
+                continue  # left frame or hidden: keep what the cache has
+            quality = detection_quality(mask, detections)
+            current = cache.get(lid)
+            if book.accepts(quality, current.quality if current else None):
+                cache[lid] = TrackedMask(quantize_logits(logits), quality)
+                changed = True
+        if changed:
+            shot.layers.put(pos, cache)
+
+
+def _track_keyframe_greedy(shot: Shot) -> list[LayerInfo]:
+    assert shot.models.tracker is not None, "keyframe-greedy needs a tracker"
+    n = len(shot.source)
+    windows = keyframe_windows(n, shot.options.keyframe_step)
+    clock = StageClock(StageName.TRACK, shot.reporter, len(windows))
+    labels: dict[int, str] = {}
+    propagated: dict[int, np.ndarray] = {}  # masks carried to the current keyframe
+    for window in windows:
+        detections = shot.detections.get(window.start)
+        if detections:
+            prompts: dict[int, np.ndarray] = {}
+            for det in detections:
+                # First match, not one-to-one: two detections may take one id (the last wins).
+                lid = next((k for k, m in propagated.items() if iou(det.mask, m) > shot.options.keyframe_iou), None)
+                if lid is None:
+                    lid = len(labels) + 1
+                    labels[lid] = det.label
+                prompts[lid] = det.mask
+        else:
+            prompts = dict(propagated)
+        propagated = {}
+        if prompts:
+            frames = shot.source.window(window.positions)
+            for pos, (_, outputs) in zip(window.positions, shot.models.tracker.track(frames, prompts), strict=False):
+                dets = shot.detections.get(pos) if pos % shot.options.keyframe_step == 0 else []
+                cache = {
+                    lid: TrackedMask(quantize_logits(lg), detection_quality(lg > 0, dets))
+                    for lid, lg in outputs.items()
+                    if (lg > 0).any()
+                }
+                shot.layers.put(pos, cache)  # a later window overwrites the shared keyframe
+                propagated = {lid: tm.mask for lid, tm in cache.items()}
+        clock.tick()
+    shot.layers.flush()
+    stats = layer_stats(shot.layers, n)
+    return _named(labels, stats, shot)
+
+
+def _link_per_frame(shot: Shot) -> list[LayerInfo]:
+    n = len(shot.source)
+    clock = StageClock(StageName.TRACK, shot.reporter, n)
+    linker = LayerLinker(shot.options.link_iou)
+    for pos in range(n):
+        detections = shot.detections.get(pos)
+        ids = linker.link(pos, detections)
+        shot.layers.put(
+            pos, {i + 1: TrackedMask(det.logits, det.score) for i, det in zip(ids, detections, strict=True)}
+        )
+        clock.tick()
+    shot.layers.flush()
+    stats = layer_stats(shot.layers, n)
+    return _named({layer.index + 1: layer.label for layer in linker.layers}, stats, shot)
+
+
+def _named(labels: dict[int, str], stats: LayerStats, shot: Shot) -> list[LayerInfo]:
+    numbers: dict[str, int] = {}
+    infos = []
+    for lid in sorted((lid for lid in labels if stats.present.get(lid)), key=lambda k: (stats.first[k], k)):
+        stem = layer_name(labels[lid], 0)[:-3]
+        numbers[stem] = numbers.get(stem, 0) + 1
+        infos.append(_layer_info(lid, layer_name(labels[lid], numbers[stem]), labels[lid], stats, shot))
+    return infos
+
+
+def layer_stats(store: LayerStore, frames: int) -> LayerStats:
+    stats = LayerStats({}, {}, {}, {}, {})
+    for pos in range(frames):
+        for lid, tracked in store.get(pos).items():
+            stats.present[lid] = stats.present.get(lid, 0) + 1
+            stats.detected[lid] = stats.detected.get(lid, 0) + (tracked.quality >= 0.5)
+            stats.first.setdefault(lid, pos)
+            stats.last[lid] = pos
+            stats.quality[lid] = stats.quality.get(lid, 0.0) + tracked.quality
+    return stats
+
+
+def _layer_info(lid: int, name: str, label: str, stats: LayerStats, shot: Shot) -> LayerInfo:
+    frames = stats.present[lid]
+    return LayerInfo(
+        id=lid,
+        name=name,
+        label=label,
+        first_frame=shot.source.number(stats.first[lid]),
+        last_frame=shot.source.number(stats.last[lid]),
+        frames=frames,
+        mean_score=round(stats.quality[lid] / frames, 4),
+    )

@@ -1,0 +1,40 @@
+"""Tracking windows: ``chunk`` frames long, one starting every ``refresh`` frames, forward then backward.
+
+Indices are positions in the shot's frame list (0-based), not plate frame numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # where the prompts are placed
+    stop: int  # the last position tracked (inclusive); < start when going backward
+    forward: bool
+
+    @property
+    def positions(self) -> range:
+        return range(self.start, self.stop + 1) if self.forward else range(self.start, self.stop - 1, -1)
+
+    def __len__(self) -> int:
+        return abs(self.stop - self.start) + 1
+
+
+def plan_windows(frames: int, chunk: int, refresh: int, *, backward: bool = True) -> list[Window]:
+    """The forward windows, then (optionally) the backward ones; every frame is covered both ways."""
+    if frames <= 0:
+        return []
+    if chunk < 2 or refresh < 1:
+        raise ValueError("a window needs chunk ≥ 2 and refresh ≥ 1")
+    windows = [Window(s, min(s + chunk - 1, frames - 1), True) for s in range(0, frames, refresh)]
+    if backward:
+        windows += [Window(s, max(s - chunk + 1, 0), False) for s in range(frames - 1, -1, -refresh)]
+    return windows
+
+
+def keyframe_windows(frames: int, step: int) -> list[Window]:
+    """Grounded-SAM-2's continuous-ID schedule: a window every ``step`` frames, forward only, each
+    reaching the next keyframe (inclusive) so detections there are matched to propagated masks."""
+    return [Window(s, min(s + step, frames - 1), True) for s in range(0, frames, step)]

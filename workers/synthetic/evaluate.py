@@ -1,0 +1,146 @@
+"""Score matte EXRs against synthetic ground truth.
+
+- Each layer goes to the object it overlaps most over the whole shot (spatio-temporal IoU ≥ 0.2;
+  several layers may go to one object); a layer that reaches none is a false layer.
+- J: mean over objects of the mean IoU, over the frames the object is visible, between its
+  visible mask and the union of its layers.
+- ID switches: changes of the layer that best covers an object (IoU ≥ 0.5) between frames of one
+  visibility run (3 or more invisible frames start a new run).
+- Fragments: layers beyond the first per object. Late recall: for objects first seen after the
+  first frame, the share of their visible frames covered at IoU ≥ 0.5.
+
+Two passes over the frames, one frame in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.io.exr import read_exr_channels
+from workers.synthetic.truth import read_truth_ids
+
+_FRAME = re.compile(r"\.(-?\d+)\.exr$")
+ASSIGN_IOU = 0.2
+COVER_IOU = 0.5
+RUN_GAP = 3
+
+
+@dataclass
+class Score:
+    j: float
+    id_switches: int
+    fragments: int
+    false_layers: int
+    late_recall: float | None
+    objects: int
+    layers: int
+    frames: int
+
+
+def _numbered(folder: Path) -> dict[int, Path]:
+    found = {}
+    for path in folder.glob("*.exr"):
+        match = _FRAME.search(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def _frames(output: dict[int, Path], truth: dict[int, Path]) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
+    for frame in sorted(output):
+        channels, _ = read_exr_channels(output[frame])
+        mattes = {name[:-2]: ch.astype(np.float32) >= 0.5 for name, ch in channels.items() if name.endswith(".A")}
+        yield frame, mattes, read_truth_ids(truth[frame])
+
+
+def evaluate(output_dir: Path, truth_dir: Path) -> Score:
+    output, truth = _numbered(output_dir), _numbered(truth_dir)
+    if not output:
+        raise FileNotFoundError(f"no matte EXRs in {output_dir}")
+    missing = sorted(set(output) - set(truth))
+    if missing:
+        raise FileNotFoundError(f"truth lacks frames {missing[:5]}… in {truth_dir}")
+    objects = [int(o["id"]) for o in json.loads((truth_dir / "objects.json").read_text())["objects"]]
+
+    # Pass 1: spatio-temporal overlap of every layer with every object.
+    inter: dict[tuple[str, int], int] = {}
+    layer_area: dict[str, int] = {}
+    object_area: dict[int, int] = dict.fromkeys(objects, 0)
+    for _, mattes, ids in _frames(output, truth):
+        for name, matte in mattes.items():
+            layer_area[name] = layer_area.get(name, 0) + int(matte.sum())
+            for obj in objects:
+                inter[name, obj] = inter.get((name, obj), 0) + int((matte & (ids == obj)).sum())
+        for obj in objects:
+            object_area[obj] += int((ids == obj).sum())
+    owner: dict[str, int] = {}
+    for name in layer_area:
+        best, best_iou = None, ASSIGN_IOU
+        for obj in objects:
+            union = layer_area[name] + object_area[obj] - inter.get((name, obj), 0)
+            st_iou = inter.get((name, obj), 0) / union if union else 0.0
+            if st_iou >= best_iou:
+                best, best_iou = obj, st_iou
+        if best is not None:
+            owner[name] = best
+
+    # Pass 2: per-frame IoU, best-covering layer, runs.
+    ious: dict[int, list[float]] = {obj: [] for obj in objects}
+    first_visible: dict[int, int] = {}
+    last_best: dict[int, str | None] = dict.fromkeys(objects)
+    invisible_for: dict[int, int] = dict.fromkeys(objects, 0)
+    switches = 0
+    for index, (_, mattes, ids) in enumerate(_frames(output, truth)):
+        shape = ids.shape
+        for obj in objects:
+            visible = ids == obj
+            if not visible.any():
+                invisible_for[obj] += 1
+                if invisible_for[obj] >= RUN_GAP:
+                    last_best[obj] = None  # a new visibility run starts
+                continue
+            invisible_for[obj] = 0
+            first_visible.setdefault(obj, index)
+            union = np.zeros(shape, bool)
+            for name, matte in mattes.items():
+                if owner.get(name) == obj:
+                    union |= matte
+            ious[obj].append(_iou(visible, union))
+            best, best_iou = None, COVER_IOU
+            for name, matte in mattes.items():
+                score = _iou(visible, matte)
+                if score >= best_iou:
+                    best, best_iou = name, score
+            if best is not None:
+                if last_best[obj] is not None and last_best[obj] != best:
+                    switches += 1
+                last_best[obj] = best
+
+    seen = [obj for obj in objects if ious[obj]]
+    late = [obj for obj in seen if first_visible[obj] > 0]
+    layers_per_object = [sum(1 for o in owner.values() if o == obj) for obj in seen]
+    return Score(
+        j=float(np.mean([np.mean(ious[obj]) for obj in seen])) if seen else 0.0,
+        id_switches=switches,
+        fragments=sum(max(0, n - 1) for n in layers_per_object),
+        false_layers=len(layer_area) - len(owner),
+        late_recall=(float(np.mean([np.mean([v >= COVER_IOU for v in ious[obj]]) for obj in late])) if late else None),
+        objects=len(seen),
+        layers=len(layer_area),
+        frames=len(output),
+    )
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def score_dict(score: Score) -> dict[str, object]:
+    return asdict(score)

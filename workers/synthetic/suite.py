@@ -1,0 +1,98 @@
+"""Run strategies over synthetic shots in-process (same stages as a farm job, no queue) and score
+them: the comparison behind ``mattefarm compare``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import PipelineOptions, StageName, Strategy
+from workers.io.plate import resolve_plate
+from workers.io.sequence import SequencePattern
+from workers.models.builder import build_synthetic
+from workers.models.interfaces import ModelSet
+from workers.pipeline.frames import FrameSource
+from workers.pipeline.stages import ExportedLayer, Shot, detect_stage, export_stage, segment_stage, window_keep
+from workers.pipeline.tracking import track_stage
+from workers.synthetic.evaluate import Score, evaluate
+from workers.synthetic.shot import write_shot
+
+
+class QuietReporter:
+    def started(self, stage: StageName, total: int) -> None:
+        pass
+
+    def advanced(self, stage: StageName, done: int) -> None:
+        pass
+
+    def finished(self, stage: StageName, seconds: float) -> None:
+        pass
+
+    def cancel_requested(self) -> bool:
+        return False
+
+
+@dataclass
+class RunResult:
+    shot: str
+    strategy: Strategy
+    score: Score
+    seconds: float
+    counters: dict[str, int]
+
+
+def run_shot(
+    plate_pattern: str, classes: list[str], options: PipelineOptions, models: ModelSet, out_dir: Path
+) -> dict[str, int]:
+    """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters."""
+    plate = resolve_plate(plate_pattern, None)
+    before = models.counters()
+    scratch = out_dir / ".work"
+    source = FrameSource(plate, options.max_side, keep=window_keep(options))
+    shot = Shot.open(source, options, models, QuietReporter(), scratch)
+    segment_stage(shot, detect_stage(shot, classes))
+    layers = track_stage(shot)
+    output = SequencePattern.parse(str(out_dir / f"{out_dir.name}.####.exr"))
+    export_stage(
+        plate.frames,
+        (plate.width, plate.height),
+        [ExportedLayer(layer.id, layer.name) for layer in layers],
+        shot.layers,
+        {f: output.path_for(f) for f in plate.frames},
+        {frame: {} for frame in plate.frames},
+        QuietReporter(),
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+    counters = dict(models.counters() - before)
+    counters["frames_read"] = source.decoded
+    return counters
+
+
+def compare(
+    root: Path,
+    *,
+    shots: int = 8,
+    frames: int = 60,
+    objects: int = 4,
+    strategies: tuple[Strategy, ...] = tuple(Strategy),
+    progress: Callable[[str], None] | None = None,
+) -> list[RunResult]:
+    results: list[RunResult] = []
+    for index in range(shots):
+        name = f"synth{index + 1:02d}0"
+        plate = write_shot(root / "shots", name, frames=frames, objects=objects, seed=100 + index)
+        truth = plate.parent.parent / "truth"
+        for strategy in strategies:
+            out = root / "renders" / strategy.value / name
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            models = build_synthetic()
+            started = time.monotonic()
+            counters = run_shot(str(plate), ["ball", "box", "car"], PipelineOptions(strategy=strategy), models, out)
+            results.append(RunResult(name, strategy, evaluate(out, truth), time.monotonic() - started, counters))
+            if progress:
+                progress(f"{name} {strategy.value}")
+    return results
