@@ -1,0 +1,113 @@
+"""The identity book: one-to-one matching, new layers only for uncovered detections, revival,
+duplicate merging, hysteresis and finalisation. Pure numpy, no torch, no files."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.pipeline.identity import IdentityBook, IdentityOptions, detection_quality
+from workers.pipeline.layers import FrameMask
+
+
+def disc(cx: int, cy: int, r: int = 8, shape: tuple[int, int] = (64, 96)) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def det(mask: np.ndarray, label: str = "ball") -> FrameMask:
+    return FrameMask(label, mask, 0.9)
+
+
+def book(**kw: float) -> IdentityBook:
+    return IdentityBook(IdentityOptions(**kw))
+
+
+def test_first_window_makes_one_layer_per_uncovered_detection() -> None:
+    b = book()
+    prompts = b.window_prompts([det(disc(20, 20)), det(disc(60, 30), "car"), det(disc(21, 20))], {})
+    # the third detection is covered by the first layer: no new layer for it
+    assert sorted(prompts) == [1, 2] and b.layers[2].label == "car"
+
+
+def test_direct_match_refreshes_one_to_one() -> None:
+    b = book(match_iou=0.6)
+    b.window_prompts([det(disc(20, 20)), det(disc(40, 20))], {})
+    cached = {1: disc(20, 20), 2: disc(40, 20)}
+    fresh_a, fresh_b = disc(21, 20), disc(39, 20)
+    prompts = b.window_prompts([det(fresh_b), det(fresh_a)], cached)
+    assert prompts[1] is fresh_a and prompts[2] is fresh_b
+
+
+def test_a_partly_covered_detection_neither_refreshes_nor_spawns() -> None:
+    b = book()
+    b.window_prompts([det(disc(20, 20))], {})
+    cached = {1: disc(20, 20)}
+    shifted = disc(24, 20)  # IoU < 0.9 but mostly covered
+    prompts = b.window_prompts([det(shifted)], cached)
+    assert list(prompts) == [1] and prompts[1] is cached[1]
+
+
+def test_layers_survive_missed_detections_and_end_after_empty_windows() -> None:
+    b = book(max_empty_windows=2)
+    b.window_prompts([det(disc(20, 20))], {})
+    assert list(b.window_prompts([], {1: disc(21, 20)})) == [1]  # missed by the detector, still tracked
+    for _ in range(3):
+        b.window_prompts([], {})
+    assert b.layers[1].ended
+    # once ended, a detection where it used to be is a new layer...
+    assert 2 in b.window_prompts([det(disc(21, 20))], {}, recent={})
+    # ...but a cached mask (from the other pass) brings a layer back
+    b.start_pass()
+    assert not b.layers[1].ended
+
+
+def test_a_dormant_layer_is_revived_by_a_detection_near_its_recent_mask() -> None:
+    b = book(max_empty_windows=3)
+    b.window_prompts([det(disc(20, 20))], {})
+    b.window_prompts([], {})  # occluded at this window start
+    prompts = b.window_prompts([det(disc(23, 20))], {}, recent={1: disc(22, 20)})
+    assert list(prompts) == [1] and len(b.layers) == 1
+
+
+def test_duplicates_merge_into_the_older_layer() -> None:
+    b = book()
+    b.window_prompts([det(disc(20, 20)), det(disc(60, 20))], {})
+    # Both layers' tracks converged on one object (IoU ≥ 0.7): the younger joins the older.
+    prompts = b.window_prompts([], {1: disc(20, 20), 2: disc(21, 20)})
+    assert list(prompts) == [1] and b.aliases == {2: 1} and b.root(2) == 1
+    b.start_pass()
+    assert b.layers[2].ended  # a merged layer stays merged in the other pass
+    # different labels never merge
+    b3 = book()
+    b3.window_prompts([det(disc(20, 20)), det(disc(60, 20), "car")], {})
+    assert sorted(b3.window_prompts([], {1: disc(20, 20), 2: disc(21, 20)})) == [1, 2] and b3.aliases == {}
+
+
+def test_labels_never_share_a_layer() -> None:
+    b = book()
+    b.window_prompts([det(disc(20, 20), "ball")], {})
+    prompts = b.window_prompts([det(disc(50, 40), "car")], {1: disc(20, 20)})
+    assert b.layers[2].label == "car" and sorted(prompts) == [1, 2]
+
+
+def test_hysteresis() -> None:
+    b = book(hysteresis=0.1)
+    assert b.accepts(0.5, None)
+    assert not b.accepts(0.85, 0.8) and b.accepts(0.95, 0.8)
+
+
+def test_quality_is_best_iou_with_the_frames_detections() -> None:
+    assert detection_quality(disc(20, 20), []) == 0.0
+    assert detection_quality(disc(20, 20), [det(disc(60, 20)), det(disc(20, 20))]) == 1.0
+
+
+def test_finalize_drops_unconfirmed_layers_and_names_by_first_appearance() -> None:
+    b = book(min_detected_frames=3)
+    for label in ("car", "ball", "car", "ball"):
+        b.new_layer(label, disc(10, 10))
+    kept = b.finalize(
+        frames_present={1: 10, 2: 10, 3: 10, 4: 2},
+        frames_detected={1: 9, 2: 8, 3: 5, 4: 2},
+        first_seen={1: 5, 2: 0, 3: 1, 4: 0},
+    )
+    assert [(layer.id, layer.name) for layer in kept] == [(2, "ball_01"), (3, "car_01"), (1, "car_02")]
