@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ModelBackend = Literal["synthetic", "sam2-gdino"]
+ModelBackend = Literal["synthetic", "sam2-gdino", "shadow"]
 WeightsMode = Literal["official", "random"]
 Sam2Size = Literal["tiny", "small", "base_plus", "large"]
 
@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         description="Random-weights mode only: the size of the generated BERT text encoder.",
     )
 
+    sam2_image_size: int | None = Field(
+        None, ge=256, le=2048, description="Override SAM2's input size (default: the model's 1024); CPU benchmarks."
+    )
+    feature_cache_mb: int = Field(
+        512,
+        ge=0,
+        description="Host memory for SAM2 image features (≈8.4 MB a frame); frames beyond it are re-encoded.",
+    )
     detector_short_side: int = Field(
         800, ge=320, le=2048, description="GroundingDINO input short side (its training scale is 800)."
     )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from schemas import JobState, PipelineOptions
+from schemas import JobState
 from services.cli.common import client, console, farm_errors, follow_job, print_status, state_text
 
 
@@ -21,6 +21,12 @@ from services.cli.common import client, console, farm_errors, follow_job, print_
 @click.option("--show", default=None)
 @click.option("--shot", default=None, help="Shot name (default: from the plate file name).")
 @click.option("--max-side", type=int, default=None, help="Longest side for inference (default 1024).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["farm", "keyframe-greedy", "per-frame"]),
+    default=None,
+    help="How layers keep identity (default farm).",
+)
 @click.option("--follow", is_flag=True, help="Show live progress until the job finishes.")
 @farm_errors
 def submit(
@@ -32,6 +38,7 @@ def submit(
     show: str | None,
     shot: str | None,
     max_side: int | None,
+    strategy: str | None,
     follow: bool,
 ) -> None:
     """Submit PLATE (a frame pattern like /shots/sh010/sh010_plate.####.exr)."""
@@ -45,8 +52,9 @@ def submit(
         "shot": shot,
         "output_root": output_root or str(Path.cwd()),
     }
-    if max_side is not None:
-        payload["options"] = PipelineOptions(max_side=max_side).model_dump()
+    options = {k: v for k, v in {"max_side": max_side, "strategy": strategy}.items() if v is not None}
+    if options:
+        payload["options"] = options
     with client() as farm:
         submitted = farm.submit({k: v for k, v in payload.items() if v is not None})
         console.print(f"submitted [bold]{submitted.id}[/] → {submitted.output_dir}")

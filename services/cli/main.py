@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from services.cli import farm, jobs, models, synth
+from services.cli import evaluation, farm, jobs, models, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +25,9 @@ for command in (
     farm.db,
     models.models,
     synth.synth,
+    evaluation.evaluate_cmd,
+    evaluation.compare,
+    evaluation.bench,
 ):
     cli.add_command(command)
 

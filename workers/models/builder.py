@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from farm_config.model_registry import MODELS, sam2_spec
@@ -28,7 +29,25 @@ def resolve_device(requested: str) -> str:
 def build_models(settings: Settings) -> ModelSet:
     if settings.model_backend == "synthetic":
         return build_synthetic(settings.synthetic_delay_s)
+    if settings.model_backend == "shadow":
+        return build_shadow(_build_sam2_gdino(settings), build_synthetic())
     return _build_sam2_gdino(settings)
+
+
+def build_shadow(real: ModelSet, truth: ModelSet) -> ModelSet:
+    """Real networks for the cost, ground truth for the decisions (benchmarks on synthetic shots)."""
+    from workers.models.shadow import ShadowDetector, ShadowSegmenter, ShadowTracker
+
+    assert real.tracker is not None and truth.tracker is not None
+    return ModelSet(
+        detector=ShadowDetector(real.detector, truth.detector),
+        segmenter=ShadowSegmenter(real.segmenter, truth.segmenter),
+        tracker=ShadowTracker(real.tracker, truth.tracker),
+        backend="shadow",
+        weights=real.weights,
+        device=real.device,
+        checkpoints=real.checkpoints,
+    )
 
 
 def build_synthetic(delay_s: float = 0.0) -> ModelSet:
@@ -59,7 +78,7 @@ def _checkpoint(settings: Settings, key: str) -> Path:
 
 def _build_sam2_gdino(settings: Settings) -> ModelSet:
     from workers.models.gdino import GroundingDinoDetector, build_gdino_model
-    from workers.models.sam2_adapter import Sam2Segmenter, build_sam2_model
+    from workers.models.sam2_adapter import FeatureCache, Sam2Segmenter, Sam2Tracker, build_sam2_model
     from workers.models.text_encoder import random_text_encoder
 
     device = resolve_device(settings.device)
@@ -77,6 +96,8 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
         for spec in (sam2, gdino, MODELS["bert-base-uncased"]):
             for file in spec.files:
                 checkpoints[file.name] = verify_recorded(settings.models_dir, file.name)
+    sam2_model = build_sam2_model(sam2.config, sam2_ckpt, device, settings.sam2_image_size)
+    features = FeatureCache(sam2_model, device, settings.feature_cache_mb << 20, Counter())
     return ModelSet(
         detector=GroundingDinoDetector(
             build_gdino_model(gdino.config, gdino_ckpt, text_encoder, device),
@@ -85,8 +106,8 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
             short_side=settings.detector_short_side,
             max_side=settings.detector_max_side,
         ),
-        segmenter=Sam2Segmenter(build_sam2_model(sam2.config, sam2_ckpt, device), device, sam2.key),
-        tracker=None,
+        segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
+        tracker=Sam2Tracker(sam2_model, features, sam2.key),
         backend="sam2-gdino",
         weights=settings.weights,
         device=device,

@@ -71,7 +71,7 @@ class ModelSet:
 
     detector: Detector
     segmenter: Segmenter
-    tracker: Tracker | None  # the SAM2 video tracker arrives with the tracking pipeline
+    tracker: Tracker | None
     backend: str
     weights: str
     device: str

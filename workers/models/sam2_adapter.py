@@ -1,23 +1,46 @@
-"""SAM 2.1 as the farm's segmenter (box prompts on one frame)."""
+"""SAM 2.1 as the farm's segmenter and tracker, sharing one model and one feature cache.
+
+Each frame's image-encoder output is computed once and reused by the per-frame box segmentation
+and by every tracking window in both directions. The stock video predictor re-encodes every frame
+of every window (≈9 encoder passes per frame with 20/5 windows forward and backward); here the
+predictor reads features from :class:`FeatureCache` instead, and frames reach it lazily from the
+plate (no JPEG folder, no whole-shot tensor). The cache lives in host memory within a byte budget;
+a frame evicted and needed again is recomputed and counted.
+
+This leans on two private parts of sam2 1.1.0 (pinned): the video predictor's
+``_get_image_feature`` and the image predictor's feature fields. Both are kept in this file.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from workers.models.interfaces import Detection, ModelFrame
 
+VIDEO_PREDICTOR = f"{__name__}.CachedFeatureVideoPredictor"
 
-def build_sam2_model(config: str, checkpoint: Path | None, device: str) -> torch.nn.Module:
-    """The SAM2 network; ``checkpoint=None`` keeps the random initialisation."""
-    from sam2.build_sam import build_sam2
 
-    return build_sam2(config, ckpt_path=str(checkpoint) if checkpoint else None, device=device, mode="eval")
+def build_sam2_model(
+    config: str, checkpoint: Path | None, device: str, image_size: int | None = None
+) -> CachedFeatureVideoPredictor:
+    """The SAM2 network as a video predictor that reads cached features; ``checkpoint=None`` keeps
+    the random initialisation. The same instance also serves box prompts on single frames."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    overrides = [f"++model._target_={VIDEO_PREDICTOR}"]
+    if image_size:
+        overrides.append(f"++model.image_size={image_size}")
+    return build_sam2_video_predictor(
+        config, ckpt_path=str(checkpoint) if checkpoint else None, device=device, hydra_overrides_extra=overrides
+    )
 
 
 def autocast_for(device: str) -> contextlib.AbstractContextManager[None]:
@@ -26,30 +49,177 @@ def autocast_for(device: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-class Sam2Segmenter:
-    """Box-prompted masks. The image embedding of the last frame is kept, so several calls
-    on one frame cost one encoder pass."""
+FrameKey = tuple[Path, int]
 
-    def __init__(self, model: torch.nn.Module, device: str, name: str) -> None:
+
+class FeatureCache:
+    """Image-encoder outputs by frame, in host memory (float16) within ``budget_bytes``."""
+
+    def __init__(self, model: SAM2VideoPredictor, device: str, budget_bytes: int, counters: Counter[str]) -> None:
+        from sam2.utils.transforms import SAM2Transforms
+
+        self.model, self.device, self.budget_bytes, self.counters = model, device, budget_bytes, counters
+        self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
+        self._features: OrderedDict[FrameKey, list[torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self._seen: set[FrameKey] = set()
+        self._pos_enc: list[torch.Tensor] | None = None  # the same for every frame: kept once
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
+
+    def backbone(self, frame: ModelFrame) -> dict[str, list[torch.Tensor]]:
+        """``backbone_out`` for the frame on the model's device, encoding it only on a miss."""
+        key = (frame.plate_path, frame.frame)
+        fpn = self._features.get(key)
+        if fpn is None:
+            fpn = self._encode(frame, key)
+        else:
+            self._features.move_to_end(key)
+            self.counters["feature_cache_hits"] += 1
+        dtype = torch.float32
+        assert self._pos_enc is not None
+        return {
+            "backbone_fpn": [t.to(self.device, dtype=dtype, non_blocking=True) for t in fpn],
+            "vision_pos_enc": list(self._pos_enc),
+        }
+
+    def _encode(self, frame: ModelFrame, key: FrameKey) -> list[torch.Tensor]:
+        image = self.transforms(frame.image)[None].to(self.device)
+        with torch.inference_mode(), autocast_for(self.device):
+            out = self.model.forward_image(image)
+        self.counters["image_encoder_passes"] += 1
+        if key in self._seen:
+            self.counters["image_encoder_recomputes"] += 1
+        self._seen.add(key)
+        if self._pos_enc is None:
+            self._pos_enc = [t.to(self.device, dtype=torch.float32) for t in out["vision_pos_enc"]]
+        fpn = [t.detach().to("cpu", dtype=torch.float16) for t in out["backbone_fpn"]]
+        size = sum(t.numel() * t.element_size() for t in fpn)
+        while self._features and self._bytes + size > self.budget_bytes:
+            _, old = self._features.popitem(last=False)
+            self._bytes -= sum(t.numel() * t.element_size() for t in old)
+        if size <= self.budget_bytes:
+            self._features[key] = fpn
+            self._bytes += size
+        return fpn
+
+
+class CachedFeatureVideoPredictor(SAM2VideoPredictor):
+    """SAM2's video predictor, reading each frame's features from the state's feature source."""
+
+    def _get_image_feature(self, inference_state: dict[str, Any], frame_idx: int, batch_size: int) -> tuple:
+        backbone_out = inference_state["feature_source"](frame_idx)
+        image = inference_state["placeholder_image"]  # the predictor never reads its pixels
+        expanded = {
+            "backbone_fpn": [f.expand(batch_size, -1, -1, -1) for f in backbone_out["backbone_fpn"]],
+            "vision_pos_enc": [p.expand(batch_size, -1, -1, -1) for p in backbone_out["vision_pos_enc"]],
+        }
+        return (image.expand(batch_size, -1, -1, -1), *self._prepare_backbone_features(expanded))
+
+
+def window_state(predictor: SAM2VideoPredictor, frames: Sequence[ModelFrame], cache: FeatureCache) -> dict[str, Any]:
+    """A fresh inference state for one window (what ``init_state`` builds, minus loading frames)."""
+    device = torch.device(cache.device)
+    height, width = frames[0].image.shape[:2]
+    return {
+        "images": None,
+        "num_frames": len(frames),
+        "offload_video_to_cpu": False,
+        "offload_state_to_cpu": False,
+        "video_height": height,
+        "video_width": width,
+        "device": device,
+        "storage_device": device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+        "feature_source": lambda idx: cache.backbone(frames[idx]),
+        "placeholder_image": torch.zeros(1, 3, 1, 1, device=device),
+    }
+
+
+class Sam2Segmenter:
+    """Box-prompted masks on single frames, from cached features."""
+
+    def __init__(self, model: SAM2VideoPredictor, cache: FeatureCache, name: str) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         self.predictor = SAM2ImagePredictor(model)
-        self.device = device
-        self.name = name
-        self.counters: Counter[str] = Counter()
-        self._encoded: tuple[Path, int] | None = None
+        self.model, self.cache, self.name = model, cache, name
+        self.counters = cache.counters  # encoder passes are counted by the cache
+
+    def _set_features(self, frame: ModelFrame) -> None:
+        # What SAM2ImagePredictor.set_image does after its encoder call (sam2 1.1.0).
+        backbone_out = self.cache.backbone(frame)
+        predictor, model = self.predictor, self.model
+        predictor.reset_predictor()
+        predictor._orig_hw = [frame.image.shape[:2]]
+        _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
+        if model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+        feats = [
+            feat.permute(1, 2, 0).view(1, -1, *size)
+            for feat, size in zip(vision_feats[::-1], predictor._bb_feat_sizes[::-1], strict=True)
+        ][::-1]
+        predictor._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+        predictor._is_image_set = True
 
     def segment(self, frame: ModelFrame, boxes: Sequence[Detection]) -> np.ndarray:
         h, w = frame.image.shape[:2]
         if not boxes:
             return np.zeros((0, h, w), np.float32)
-        with torch.inference_mode(), autocast_for(self.device):
-            key = (frame.plate_path, frame.frame)
-            if self._encoded != key:
-                self.predictor.set_image(frame.image)
-                self._encoded = key
-                self.counters["image_encoder_passes"] += 1
+        with torch.inference_mode(), autocast_for(self.cache.device):
+            self._set_features(frame)
             box_array = np.array([d.box for d in boxes], dtype=np.float32)
             logits, _, _ = self.predictor.predict(box=box_array, multimask_output=False, return_logits=True)
         self.counters["mask_decoder_calls"] += len(boxes)
         return np.asarray(logits, dtype=np.float32).reshape(len(boxes), -1, h, w)[:, 0]
+
+
+class Sam2Tracker:
+    """Mask-prompted tracking through one window, state fresh per window."""
+
+    def __init__(self, model: CachedFeatureVideoPredictor, cache: FeatureCache, name: str) -> None:
+        self.model, self.cache, self.name = model, cache, name
+        self.counters: Counter[str] = Counter()
+
+    def track(
+        self, frames: Sequence[ModelFrame], prompts: dict[int, np.ndarray]
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        if not frames or not prompts:
+            return
+        state = window_state(self.model, frames, self.cache)
+        # A backward window arrives as frames in reverse order: tracking it forward is the same.
+        with torch.inference_mode(), autocast_for(self.cache.device):
+            for obj_id, mask in prompts.items():
+                self.model.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=torch.from_numpy(mask))
+            for idx, obj_ids, logits in _quietly(
+                self.model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=len(frames) - 1)
+            ):
+                self.counters["tracking_steps"] += 1
+                out = logits[:, 0].float().cpu().numpy()
+                yield frames[idx].frame, {oid: out[i] for i, oid in enumerate(obj_ids)}
+        del state
+
+
+def _quietly(frames: Iterator[Any]) -> Iterator[Any]:
+    """sam2 draws a tqdm bar per window; in a worker log that is noise, so turn it off here."""
+    from functools import partialmethod
+
+    from tqdm import tqdm
+
+    original = tqdm.__init__
+    tqdm.__init__ = partialmethod(original, disable=True)  # type: ignore[method-assign]
+    try:
+        yield from frames
+    finally:
+        tqdm.__init__ = original  # type: ignore[method-assign]

@@ -68,6 +68,7 @@ def run_shot(
     shutil.rmtree(scratch, ignore_errors=True)
     counters = dict(models.counters() - before)
     counters["frames_read"] = source.decoded
+    counters["frames_written"] = len(plate.frames)
     return counters
 
 
