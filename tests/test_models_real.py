@@ -26,17 +26,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def random_settings(models_dir: Path, **extra: object) -> Settings:
-    return Settings(
-        model_backend="sam2-gdino",
-        weights="random",
-        sam2_size="tiny",
-        gdino_text_encoder="bert-tiny",
-        models_dir=models_dir,
-        device="cpu",
-        detector_short_side=320,
-        detector_max_side=480,
-        **extra,
-    )
+    base: dict[str, object] = {
+        "model_backend": "sam2-gdino",
+        "weights": "random",
+        "sam2_size": "tiny",
+        "gdino_text_encoder": "bert-tiny",
+        "models_dir": models_dir,
+        "device": "cpu",
+        "detector_short_side": 320,
+        "detector_max_side": 480,
+    }
+    return Settings(**(base | extra))
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,27 @@ def test_a_job_on_random_weights_says_so_in_status_and_output(
     assert job.counters.mask_decoder_calls == 6 and job.counters.frames_written == 2
     header = read_exr_header(sorted(Path(job.output_dir).glob("*.exr"))[0])
     assert header["mattefarm/randomWeights"] == "true" and header["comments"].startswith("RANDOM WEIGHTS")
+
+
+def test_each_frame_is_encoded_once_across_segmentation_and_both_tracking_passes(tmp_path: Path) -> None:
+    """The shadow backend runs real SAM2 (random weights) on every call while ground truth decides
+    the masks, so the tracking windows really run."""
+    from schemas import Strategy
+    from tests.factories import write_small_shot
+    from workers.synthetic.suite import run_shot
+
+    plate = str(write_small_shot(tmp_path, "enc010", frames=8))
+    options = PipelineOptions(strategy=Strategy.FARM, chunk_size=4, refresh_every=2, max_detections=3)
+    for cache_mb, expect_once in ((256, True), (0, False)):
+        models = build_models(
+            random_settings(tmp_path / "models", model_backend="shadow", sam2_image_size=256, feature_cache_mb=cache_mb)
+        )
+        out = tmp_path / f"out{cache_mb}"
+        out.mkdir()
+        counters = run_shot(plate, ["ball", "box", "car"], options, models, out)
+        assert counters["tracking_steps"] > 8  # windows ran forward and backward
+        if expect_once:
+            assert counters["image_encoder_passes"] == 8 and "image_encoder_recomputes" not in counters
+            assert counters["feature_cache_hits"] > counters["tracking_steps"]
+        else:  # no budget: every use re-encodes, and the counters say so
+            assert counters["image_encoder_passes"] > 8 and counters["image_encoder_recomputes"] > 0

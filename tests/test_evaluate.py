@@ -1,0 +1,82 @@
+"""The evaluator on hand-made mattes: perfect layers score J = 1; swapped, split and stray layers
+are counted as ID switches, fragments and false layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workers.io.exr import write_exr_atomic
+from workers.synthetic.evaluate import evaluate
+
+H, W = 24, 32
+
+
+def truth_frame(obj1_x: int | None, obj2_x: int | None) -> np.ndarray:
+    ids = np.zeros((H, W), np.float32)
+    if obj1_x is not None:
+        ids[2:10, obj1_x : obj1_x + 8] = 1
+    if obj2_x is not None:
+        ids[14:22, obj2_x : obj2_x + 8] = 2
+    return ids
+
+
+def write_case(root: Path, truth: list[np.ndarray], layers: list[dict[str, np.ndarray]]) -> tuple[Path, Path]:
+    truth_dir, out_dir = root / "truth", root / "out"
+    truth_dir.mkdir(parents=True)
+    out_dir.mkdir()
+    (truth_dir / "objects.json").write_text(
+        json.dumps({"objects": [{"id": 1, "label": "ball"}, {"id": 2, "label": "car"}]})
+    )
+    names = sorted({n for frame in layers for n in frame})
+    for i, (ids, frame_layers) in enumerate(zip(truth, layers, strict=True)):
+        write_exr_atomic(truth_dir / f"s_truth.{1001 + i}.exr", {"id": ids}, {})
+        channels = {f"{n}.A": frame_layers.get(n, np.zeros((H, W), np.float32)).astype(np.float16) for n in names}
+        write_exr_atomic(out_dir / f"s_roto_v001.{1001 + i}.exr", channels, {})
+    return out_dir, truth_dir
+
+
+def test_perfect_layers_score_one(tmp_path: Path) -> None:
+    truth = [truth_frame(2 + i, 20 - i) for i in range(6)]
+    layers = [{"ball_01": t == 1, "car_01": t == 2} for t in truth]
+    score = evaluate(*write_case(tmp_path, truth, layers))
+    assert score.j == pytest.approx(1.0)
+    assert (score.id_switches, score.fragments, score.false_layers, score.objects) == (0, 0, 0, 2)
+    assert score.late_recall is None
+
+
+def test_a_layer_handover_is_one_switch_and_one_fragment(tmp_path: Path) -> None:
+    truth = [truth_frame(2 + i, 20) for i in range(6)]
+    layers = [{"ball_01" if i < 3 else "ball_02": t == 1, "car_01": t == 2} for i, t in enumerate(truth)]
+    score = evaluate(*write_case(tmp_path, truth, layers))
+    assert (score.id_switches, score.fragments, score.false_layers) == (1, 1, 0)
+    assert score.j == pytest.approx(1.0)  # both layers belong to the ball: its union is exact
+
+
+def test_a_reentry_after_three_frames_is_not_a_switch(tmp_path: Path) -> None:
+    xs = [2, 3, None, None, None, 6, 7]
+    truth = [truth_frame(x, 20) for x in xs]
+    layers = [{("ball_01" if i < 2 else "ball_02"): t == 1, "car_01": t == 2} for i, t in enumerate(truth)]
+    score = evaluate(*write_case(tmp_path, truth, layers))
+    assert score.id_switches == 0 and score.fragments == 1
+
+
+def test_stray_layers_and_missed_objects(tmp_path: Path) -> None:
+    truth = [truth_frame(2, None if i < 2 else 20) for i in range(5)]  # the car enters late
+    stray = np.zeros((H, W), bool)
+    stray[0:3, 28:32] = True
+    layers = [{"ball_01": t == 1, "junk_01": stray} for t in truth]  # the car is never matted
+    score = evaluate(*write_case(tmp_path, truth, layers))
+    assert score.false_layers == 1 and score.late_recall == 0.0
+    assert score.j == pytest.approx(0.5)  # ball 1.0, car 0.0
+
+
+def test_missing_truth_frames_are_refused(tmp_path: Path) -> None:
+    truth = [truth_frame(2, 20) for _ in range(3)]
+    out, truth_dir = write_case(tmp_path, truth, [{"ball_01": t == 1} for t in truth])
+    (truth_dir / "s_truth.1002.exr").unlink()
+    with pytest.raises(FileNotFoundError, match="truth lacks frames"):
+        evaluate(out, truth_dir)
