@@ -8,8 +8,9 @@ window's prompts:
 - a detection mostly covered by existing layers is left alone (it is one of them, seen badly);
 - a detection mostly uncovered revives a dormant layer whose most recent mask it overlaps (the
   object came back), or else starts a new layer;
-- two layers of one label whose masks overlap at ``duplicate_iou`` are one object: the younger is
-  merged into the older (``aliases``), and the track stage folds its frames in;
+- two layers whose masks overlap at ``duplicate_iou`` are one object whatever their labels (the
+  detector's label can be wrong): the younger is merged into the older (``aliases``), and the track
+  stage folds its frames in;
 - a layer missing from a window start is dormant; after ``max_empty_windows`` such starts in a row
   it ends for the rest of the pass.
 Tracked results replace a cached mask only when their quality (IoU with that frame's detections)
@@ -116,8 +117,7 @@ class IdentityBook:
             for old in sorted(prompts):
                 if old >= young or young not in prompts:
                     break
-                same_label = self.layers[old].label == self.layers[young].label
-                if same_label and iou(prompts[old], prompts[young]) >= self.options.duplicate_iou:
+                if iou(prompts[old], prompts[young]) >= self.options.duplicate_iou:
                     self.aliases[young] = old
                     self.layers[young].merged_into, self.layers[young].ended = old, True
                     del prompts[young]
@@ -169,6 +169,6 @@ def _covered_fraction(mask: np.ndarray, others: object) -> float:
     return float((mask & union).sum() / area) if area else 1.0
 
 
-def detection_quality(mask: np.ndarray, detections: list[FrameMask]) -> float:
-    """How well a tracked mask agrees with that frame's detections (0 with none)."""
-    return max((iou(mask, det.mask) for det in detections), default=0.0)
+def detection_quality(mask: np.ndarray, detections: list[FrameMask], label: str | None = None) -> float:
+    """How well a tracked mask agrees with that frame's detections of its label (0 with none)."""
+    return max((iou(mask, det.mask) for det in detections if label is None or det.label == label), default=0.0)

@@ -119,7 +119,7 @@ def _run_window(shot: Shot, positions: range, prompts: dict[int, np.ndarray], bo
             mask = logits > 0
             if not mask.any():
                 continue  # left frame or hidden: keep what the cache has
-            quality = detection_quality(mask, detections)
+            quality = detection_quality(mask, detections, book.layers[lid].label)
             current = cache.get(lid)
             if book.accepts(quality, current.quality if current else None):
                 cache[lid] = TrackedMask(quantize_logits(logits), quality)
