@@ -162,6 +162,7 @@ def bench(
     strategies: tuple[str, ...],
     size: str,
     sam2_size: str,
+    sam2_image_size: int | None,
     chunk: int,
     refresh: int,
     feature_cache_mb: int,
@@ -191,6 +192,7 @@ def bench(
                         refresh=refresh,
                         feature_cache_mb=feature_cache_mb,
                         max_side=max(width, height),
+                        sam2_image_size=sam2_image_size,
                     )
                 )
     if as_json:
@@ -204,7 +206,8 @@ def bench(
         "detector calls",
         "seconds",
         "peak RSS MiB",
-        title=f"SAM 2.1 {sam2_size} + GroundingDINO Swin-T, random weights, {size}",
+        title=f"SAM 2.1 {sam2_size} (input {sam2_image_size or 1024} px) + GroundingDINO Swin-T, random weights, "
+        f"plate {size}, windows {chunk}/{refresh}",
     )
     for row in rows:
         c = row["counters"]

@@ -166,10 +166,9 @@ class Sam2Segmenter:
         _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
         if model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-        feats = [
-            feat.permute(1, 2, 0).view(1, -1, *size)
-            for feat, size in zip(vision_feats[::-1], predictor._bb_feat_sizes[::-1], strict=True)
-        ][::-1]
+        # The predictor hard-codes sizes for 1024 px input; take them from the features instead.
+        sizes = [tuple(f.shape[-2:]) for f in backbone_out["backbone_fpn"]]
+        feats = [feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, sizes, strict=True)]
         predictor._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
         predictor._is_image_set = True
 
