@@ -43,7 +43,7 @@ def test_job_round_trip(store: JobStore) -> None:
     store.create(new_job("j1"))
     job = store.get("j1")
     assert job is not None and job.state == JobState.QUEUED and job.user == "alice"
-    assert [s.name for s in job.stages] == [StageName.DETECT, StageName.SEGMENT, StageName.EXPORT]
+    assert [s.name for s in job.stages] == [StageName.DETECT, StageName.SEGMENT, StageName.TRACK, StageName.EXPORT]
     assert all(s.frames_total == 4 and s.frames_done == 0 for s in job.stages)
     assert job.spec.prompt == "person, car" and job.created_at.tzinfo is not None
     assert store.get("nope") is None
