@@ -86,6 +86,9 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
     gdino = MODELS["groundingdino-swint"]
     checkpoints: dict[str, str] = {}
     if settings.weights == "random":
+        import torch
+
+        torch.manual_seed(0)  # the same untrained networks every time: benchmarks repeat
         sam2_ckpt = gdino_ckpt = None
         text_encoder = random_text_encoder(settings.models_dir, settings.gdino_text_encoder)
         checkpoints = {sam2.key: "random", gdino.key: "random", settings.gdino_text_encoder: "random"}
