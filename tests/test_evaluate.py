@@ -80,3 +80,22 @@ def test_missing_truth_frames_are_refused(tmp_path: Path) -> None:
     (truth_dir / "s_truth.1002.exr").unlink()
     with pytest.raises(FileNotFoundError, match="truth lacks frames"):
         evaluate(out, truth_dir)
+
+
+def test_cli_eval_reports_scores_and_refuses_bad_folders(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    truth = [truth_frame(2 + i, 20) for i in range(3)]
+    out, truth_dir = write_case(tmp_path, truth, [{"ball_01": t == 1, "car_01": t == 2} for t in truth])
+    result = CliRunner().invoke(cli, ["eval", str(out), "--truth", str(truth_dir), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["j"] == pytest.approx(1.0)
+    wrong = CliRunner().invoke(cli, ["eval", str(out), "--truth", str(out)])
+    assert wrong.exit_code == 2 and "no objects.json" in wrong.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = CliRunner().invoke(cli, ["eval", str(empty), "--truth", str(truth_dir)])
+    assert nothing.exit_code == 1
+    bad_size = CliRunner().invoke(cli, ["bench", "--size", "big", "--dir", str(tmp_path / "b")])
+    assert bad_size.exit_code == 2 and "WIDTHxHEIGHT" in bad_size.output
