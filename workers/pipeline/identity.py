@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workers.pipeline.layers import FrameMask, layer_name
+from workers.pipeline.layers import FrameMask, LayerNamer
 from workers.pipeline.masks import iou
 
 
@@ -152,11 +152,9 @@ class IdentityBook:
             and frames_detected.get(lid, 0) >= opts.min_detected_frames
         ]
         keep.sort(key=lambda layer: (first_seen.get(layer.id, 0), layer.id))
-        numbers: dict[str, int] = {}
+        namer = LayerNamer()
         for layer in keep:
-            stem = layer_name(layer.label, 0)[:-3]
-            numbers[stem] = numbers.get(stem, 0) + 1
-            layer.name = layer_name(layer.label, numbers[stem])
+            layer.name = namer.name(layer.label)
             layer.last_mask = None
         return keep
 

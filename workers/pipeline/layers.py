@@ -48,13 +48,28 @@ def layer_name(label: str, number: int) -> str:
     return f"{channel_safe(label)}_{number:02d}"
 
 
+class LayerNamer:
+    """Numbers layers per name stem in the order they are named: car_01, ball_01, car_02.
+
+    Numbered by stem, not label, so labels that map to one stem never share a name.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: Counter[str] = Counter()
+
+    def name(self, label: str) -> str:
+        stem = channel_safe(label)
+        self._numbers[stem] += 1
+        return f"{stem}_{self._numbers[stem]:02d}"
+
+
 class LayerLinker:
     """One-to-one linking of masks to layers of the same label, best IoU first."""
 
     def __init__(self, link_iou: float) -> None:
         self.link_iou = link_iou
         self.layers: list[Layer] = []
-        self._numbers: Counter[str] = Counter()
+        self._namer = LayerNamer()
 
     def link(self, frame: int, masks: list[FrameMask]) -> list[int]:
         """The layer index for each mask, creating layers for masks that match none."""
@@ -75,10 +90,7 @@ class LayerLinker:
         result: list[int] = []
         for i, m in enumerate(masks):
             if i not in assigned:
-                # Numbered by stem, so labels that map to one stem never share a name.
-                stem = channel_safe(m.label)
-                self._numbers[stem] += 1
-                layer = Layer(len(self.layers), m.label, layer_name(m.label, self._numbers[stem]), frame, frame)
+                layer = Layer(len(self.layers), m.label, self._namer.name(m.label), frame, frame)
                 self.layers.append(layer)
                 assigned[i] = layer.index
             layer = self.layers[assigned[i]]

@@ -17,7 +17,7 @@ import numpy as np
 from schemas import LayerInfo, PipelineOptions, StageName, Strategy
 from workers.pipeline.frame_store import LayerStore, TrackedMask, quantize_logits
 from workers.pipeline.identity import IdentityBook, IdentityOptions, detection_quality
-from workers.pipeline.layers import LayerLinker, layer_name
+from workers.pipeline.layers import LayerLinker, LayerNamer
 from workers.pipeline.masks import iou
 from workers.pipeline.stages import Shot, StageClock
 from workers.pipeline.windows import keyframe_windows, plan_windows
@@ -183,13 +183,9 @@ def _link_per_frame(shot: Shot) -> list[LayerInfo]:
 
 
 def _named(labels: dict[int, str], stats: LayerStats, shot: Shot) -> list[LayerInfo]:
-    numbers: dict[str, int] = {}
-    infos = []
-    for lid in sorted((lid for lid in labels if stats.present.get(lid)), key=lambda k: (stats.first[k], k)):
-        stem = layer_name(labels[lid], 0)[:-3]
-        numbers[stem] = numbers.get(stem, 0) + 1
-        infos.append(_layer_info(lid, layer_name(labels[lid], numbers[stem]), labels[lid], stats, shot))
-    return infos
+    namer = LayerNamer()
+    present = sorted((lid for lid in labels if stats.present.get(lid)), key=lambda k: (stats.first[k], k))
+    return [_layer_info(lid, namer.name(labels[lid]), labels[lid], stats, shot) for lid in present]
 
 
 def layer_stats(store: LayerStore, frames: int) -> LayerStats:
