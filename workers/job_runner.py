@@ -26,18 +26,13 @@ from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
 from workers.models.interfaces import ModelSet
 from workers.pipeline.frame_store import LayerStore
-from workers.pipeline.frames import FrameSource
+from workers.pipeline.shot_analysis import analyse_shot
 from workers.pipeline.stages import (
     ExportedLayer,
     JobCanceled,
-    Shot,
-    detect_stage,
     export_stage,
-    segment_stage,
-    window_keep,
     write_json_atomic,
 )
-from workers.pipeline.tracking import track_stage
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -133,16 +128,10 @@ class WorkerRuntime:
             models = self.models
             self._record_models(job_id, models)
             reporter = StoreReporter(self.store, job_id, self.progress_every_s)
-            before = models.counters()
-            options = job.spec.options
-            source = FrameSource(plate, options.max_side, keep=window_keep(options))
-            shot = Shot.open(source, options, models, reporter, _scratch(job))
-            boxes = detect_stage(shot, split_prompt(job.spec.prompt))
-            segment_stage(shot, boxes)
-            layers = track_stage(shot)
-            counters = models.counters() - before
-            counters["frames_read"] = source.decoded
-            self.store.record_run(job_id, counters=dict(counters), layers=layers)
+            result = analyse_shot(
+                plate, split_prompt(job.spec.prompt), job.spec.options, models, reporter, _scratch(job)
+            )
+            self.store.record_run(job_id, counters=result.counters, layers=result.layers)
             return True
         except JobCanceled:
             self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled while running")

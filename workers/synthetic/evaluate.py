@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from workers.io.exr import read_exr_channels
+from workers.pipeline.masks import iou
 from workers.synthetic.truth import read_truth_ids
 
 _FRAME = re.compile(r"\.(-?\d+)\.exr$")
@@ -111,10 +112,10 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
             for name, matte in mattes.items():
                 if owner.get(name) == obj:
                     union |= matte
-            ious[obj].append(_iou(visible, union))
+            ious[obj].append(iou(visible, union))
             best, best_iou = None, COVER_IOU
             for name, matte in mattes.items():
-                score = _iou(visible, matte)
+                score = iou(visible, matte)
                 if score >= best_iou:
                     best, best_iou = name, score
             if best is not None:
@@ -135,11 +136,6 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
         layers=len(layer_area),
         frames=len(output),
     )
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def score_dict(score: Score) -> dict[str, object]:

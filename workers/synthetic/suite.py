@@ -14,9 +14,8 @@ from workers.io.plate import resolve_plate
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
-from workers.pipeline.frames import FrameSource
-from workers.pipeline.stages import ExportedLayer, Shot, detect_stage, export_stage, segment_stage, window_keep
-from workers.pipeline.tracking import track_stage
+from workers.pipeline.shot_analysis import analyse_shot
+from workers.pipeline.stages import ExportedLayer, export_stage
 from workers.synthetic.evaluate import Score, evaluate
 from workers.synthetic.shot import write_shot
 
@@ -49,27 +48,20 @@ def run_shot(
 ) -> dict[str, int]:
     """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters."""
     plate = resolve_plate(plate_pattern, None)
-    before = models.counters()
     scratch = out_dir / ".work"
-    source = FrameSource(plate, options.max_side, keep=window_keep(options))
-    shot = Shot.open(source, options, models, QuietReporter(), scratch)
-    segment_stage(shot, detect_stage(shot, classes))
-    layers = track_stage(shot)
+    result = analyse_shot(plate, classes, options, models, QuietReporter(), scratch)
     output = SequencePattern.parse(str(out_dir / f"{out_dir.name}.####.exr"))
     export_stage(
         plate.frames,
         (plate.width, plate.height),
-        [ExportedLayer(layer.id, layer.name) for layer in layers],
-        shot.layers,
+        [ExportedLayer(layer.id, layer.name) for layer in result.layers],
+        result.store,
         {f: output.path_for(f) for f in plate.frames},
         {frame: {} for frame in plate.frames},
         QuietReporter(),
     )
     shutil.rmtree(scratch, ignore_errors=True)
-    counters = dict(models.counters() - before)
-    counters["frames_read"] = source.decoded
-    counters["frames_written"] = len(plate.frames)
-    return counters
+    return result.counters | {"frames_written": len(plate.frames)}
 
 
 def compare(
