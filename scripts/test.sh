@@ -11,14 +11,15 @@ start_postgres() {
   local version
   version=$(ls /usr/lib/postgresql | sort -n | tail -1)
   if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$version main$"; then
-    pg_createcluster "$version" main >/dev/null
+    pg_createcluster "$version" main >&2
   fi
   if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}' | grep -q online; then
-    pg_ctlcluster "$version" main start
+    # pg_ctlcluster talks on stdout ("Removed stale pid file."); only the URL may go there.
+    pg_ctlcluster "$version" main start >&2
   fi
   local port
   port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
-  runuser -u postgres -- psql -q -p "$port" -v ON_ERROR_STOP=1 <<SQL >/dev/null
+  runuser -u postgres -- psql -q -p "$port" -v ON_ERROR_STOP=1 <<SQL >&2
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mattefarm') THEN
     CREATE ROLE mattefarm LOGIN PASSWORD 'mattefarm' CREATEDB;
