@@ -100,6 +100,25 @@ class Settings(BaseSettings):
         description="Synthetic backend only: seconds each model call sleeps, to mimic GPU time in demos and tests.",
     )
 
+    # plate decoding and colour
+    exr_colourspace: str = Field(
+        "ACEScg",
+        description="Colour space of EXR plates whose header does not say (ACEScg or 'Linear Rec.709 (sRGB)').",
+    )
+    ocio_config: str = Field(
+        "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4",
+        description="OCIO config: a pinned built-in URI (nothing to download) or a config path.",
+    )
+    ocio_display: str = Field("sRGB - Display", description="OCIO display the models see.")
+    ocio_view: str = Field("ACES 1.0 - SDR Video", description="OCIO view transform applied for the models.")
+    use_ocio: bool = Field(True, description="False: a plain linear→sRGB curve instead of OpenColorIO.")
+    decode_threads: int = Field(2, ge=0, le=32, description="Plate decoders running ahead of the GPU (0: inline).")
+    decode_ahead: int = Field(4, ge=0, le=64, description="Frames decoded ahead of the one the models need.")
+    # review media
+    review: bool = Field(True, description="Write the review MP4 and contact sheet after the mattes.")
+    review_max_side: int = Field(1920, ge=128, le=8192, description="Longest side of review media, px.")
+    review_fps: float = Field(24.0, gt=0.0, le=240.0, description="Review frame rate when the plate has none.")
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(8321, ge=1, le=65535)
     page_size_max: int = 200

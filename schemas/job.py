@@ -41,6 +41,11 @@ class Strategy(StrEnum):
     PER_FRAME = "per-frame"  # no tracking: per-frame masks linked by IoU
 
 
+class MissingFrames(StrEnum):
+    REFUSE = "refuse"
+    SKIP = "skip"
+
+
 class StageState(StrEnum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -98,6 +103,17 @@ class JobSpec(BaseModel):
         ..., min_length=1, description="Frame-sequence pattern: /path/sh010_plate.####.exr, %04d or $F4."
     )
     frames: str | None = Field(None, description="Frame range like 1001-1100; default: the frames on disk.")
+    on_missing_frames: MissingFrames = Field(
+        MissingFrames.REFUSE, description="Frames of the range not on disk: 'refuse' the job, or 'skip' and list them."
+    )
+    plate_part: str | None = Field(
+        None, max_length=256, description="Multi-part EXR: the part to read (default: first RGB)."
+    )
+    colourspace: str | None = Field(
+        None,
+        max_length=128,
+        description="Plate colour space (an OCIO name, or acescg, linear, srgb, cineon); default by header and format.",
+    )
     prompt: str = Field(..., description="Comma-separated classes, e.g. 'person, car'.")
     output_root: str = Field(..., min_length=1, description="Folder under an allowed write root.")
     priority: int = Field(50, ge=0, le=100, description="0 lowest, 100 highest.")
@@ -194,9 +210,19 @@ class JobHeader(BaseModel):
     finished_at: datetime | None = None
 
 
+class ReviewLinks(BaseModel):
+    """Review media for dailies: file paths and the API links that serve them."""
+
+    movie: str
+    contact_sheet: str
+    movie_url: str | None = None
+    contact_sheet_url: str | None = None
+
+
 class JobStatus(JobHeader):
     spec: JobSpec
     frames: list[int] = Field(description="Plate frames the job covers.")
+    missing_frames: list[int] = Field(default_factory=list, description="Requested frames not on disk (skipped).")
     stages: list[StageStatus]
     counters: Counters
     models: ModelsUsed | None = None
@@ -207,6 +233,7 @@ class JobStatus(JobHeader):
     output_dir: str
     output_pattern: str
     manifest: str | None = None
+    review: ReviewLinks | None = None
     layers: list[LayerInfo] = Field(default_factory=list)
     started_at: datetime | None = None
     seconds: float | None = None

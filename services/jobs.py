@@ -9,12 +9,22 @@ from pathlib import Path
 from typing import Protocol
 
 from farm_config.settings import Settings, TokenGrant
-from schemas import CancelRequest, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse, parse_frame_range
+from schemas import (
+    CancelRequest,
+    Event,
+    JobPage,
+    JobSpec,
+    JobState,
+    JobStatus,
+    MissingFrames,
+    SubmitResponse,
+    parse_frame_range,
+)
 from services.errors import InvalidSpec, JobConflict, JobNotFound, NotAllowed, PathNotAllowed
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
-from workers.io.plate import PlateError, PlateInfo, resolve_plate
+from workers.io.plate import PlateDecoder, PlateError, PlateInfo, plate_colourspace, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
@@ -86,7 +96,20 @@ class JobService:
         confine(str(Path(spec.plate).parent), roots, "plate", "read")
         frames = parse_frame_range(spec.frames) if spec.frames else None
         try:
-            plate = resolve_plate(spec.plate, frames)
+            plate = resolve_plate(
+                spec.plate, frames, skip_missing=spec.on_missing_frames == MissingFrames.SKIP, part=spec.plate_part
+            )
+            s = self.settings
+            # Built here so a colour space the config lacks is refused now, not hours later on a worker.
+            PlateDecoder.open(
+                plate,
+                spec.options.max_side,
+                plate_colourspace(plate, spec.colourspace, s.exr_colourspace),
+                ocio_config=s.ocio_config,
+                display=s.ocio_display,
+                view=s.ocio_view,
+                use_ocio=s.use_ocio,
+            )
         except PlateError as exc:
             raise InvalidSpec.on_field(exc.field, exc.message) from None
         confine_existing([plate.path_for(f) for f in plate.frames], roots, "plate", "read")

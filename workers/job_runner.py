@@ -6,40 +6,31 @@ so the whole flow is testable without a broker.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import socket
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 from farm_config.settings import Settings
-from schemas import JobState, JobStatus, ModelsUsed, StageName, StageState, split_prompt
-from schemas.frames import format_frame_range
+from schemas import JobState, JobStatus, ModelsUsed, ReviewLinks, StageName, StageState, split_prompt
 from services.store import Database, JobStore
 from services.store.repository import Claim
-from workers.io.plate import PlateError, PlateInfo, resolve_plate
+from workers.io.plate import PlateDecoder, PlateError, PlateInfo, plate_colourspace, resolve_plate
+from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
 from workers.models.interfaces import ModelSet
+from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
 from workers.pipeline.frame_store import LayerStore
 from workers.pipeline.shot_analysis import analyse_shot
-from workers.pipeline.stages import (
-    ExportedLayer,
-    JobCanceled,
-    export_stage,
-    write_json_atomic,
-)
+from workers.pipeline.stages import JobCanceled, write_json_atomic
+from workers.provenance import RANDOM_WEIGHTS_WARNING, FrameHeaders, job_manifest, matte_header
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
-RANDOM_WEIGHTS_WARNING = (
-    "RANDOM WEIGHTS: this job ran untrained models (MATTEFARM_WEIGHTS=random); "
-    "its mattes are meaningless and only its timings are real"
-)
 
 
 class StoreReporter:
@@ -124,12 +115,19 @@ class WorkerRuntime:
             return False
         job = self._job(job_id)
         try:
-            plate = self._plate(job)
+            decoder = self._decoder(job, self._plate(job), job.spec.options.max_side)
             models = self.models
             self._record_models(job_id, models)
             reporter = StoreReporter(self.store, job_id, self.progress_every_s)
             result = analyse_shot(
-                plate, split_prompt(job.spec.prompt), job.spec.options, models, reporter, _scratch(job)
+                decoder,
+                split_prompt(job.spec.prompt),
+                job.spec.options,
+                models,
+                reporter,
+                _scratch(job),
+                decode_threads=self.settings.decode_threads,
+                decode_ahead=self.settings.decode_ahead,
             )
             self.store.record_run(job_id, counters=result.counters, layers=result.layers)
             return True
@@ -150,36 +148,70 @@ class WorkerRuntime:
             if job.state == JobState.CANCELING:
                 self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled before export")
             return
+        review: ReviewWriter | None = None
         try:
             plate = self._plate(job)
+            models_view = self._decoder(job, plate, job.spec.options.max_side)
             output = SequencePattern.parse(job.output_pattern)
-            outputs = {frame: output.path_for(frame) for frame in plate.frames}
-            header = _exr_header(job, plate)
-            headers = {
-                frame: header | {"mattefarm/sourceFrame": str(frame), "mattefarm/source": str(plate.path_for(frame))}
-                for frame in plate.frames
-            }
+            stem = Path(job.output_pattern).name.split(".")[0]
+            frame_headers = FrameHeaders(plate)
+            target = MatteSequence(
+                frames=plate.frames,
+                geometry=plate.geometry,
+                output_for=output.path_for,
+                header=matte_header(job, plate, models_view.colour, models_view.size),
+                frame_header=frame_headers,
+            )
+            if self.settings.review:
+                review = ReviewWriter(
+                    decoder=self._decoder(job, plate, self.settings.review_max_side),
+                    movie_path=Path(job.output_dir) / "review" / f"{stem}.mp4",
+                    sheet_path=Path(job.output_dir) / "review" / f"{stem}_contact.jpg",
+                    layer_names=[layer.name for layer in job.layers],
+                    shot=job.shot,
+                    version=job.version,
+                    fps=plate.info.fps or Fraction(self.settings.review_fps).limit_denominator(1001),
+                    max_side=self.settings.review_max_side,
+                    timecode_text=frame_headers.timecode_text,
+                )
             written = export_stage(
-                plate.frames,
-                (plate.width, plate.height),
+                target,
                 [ExportedLayer(layer.id, layer.name) for layer in job.layers],
                 LayerStore(_scratch(job)),
-                outputs,
-                headers,
                 StoreReporter(self.store, job_id, self.progress_every_s),
+                review,
             )
+            links = review.close() if review is not None else None
             status = self._job(job_id)
             counters = status.counters.model_dump() | {"frames_written": len(written)}
-            self.store.record_run(job_id, counters=counters)
-            manifest = Path(job.output_dir) / f"{Path(job.output_pattern).name.split('.')[0]}.json"
-            write_json_atomic(manifest, _manifest(self._job(job_id), plate, written))
+            review_links = (
+                ReviewLinks(
+                    movie=str(links[0]),
+                    contact_sheet=str(links[1]),
+                    movie_url=f"/jobs/{job_id}/review/movie",
+                    contact_sheet_url=f"/jobs/{job_id}/review/contact-sheet",
+                )
+                if links
+                else None
+            )
+            self.store.record_run(job_id, counters=counters, review=review_links)
+            manifest = Path(job.output_dir) / f"{stem}.json"
+            review_files = {"movie": links[0].name, "contact_sheet": links[1].name} if links else None
+            write_json_atomic(
+                manifest, job_manifest(self._job(job_id), plate, models_view.colour, written, review_files)
+            )
             shutil.rmtree(_scratch(job), ignore_errors=True)
             self.store.finish(job_id, JobState.SUCCEEDED, self.name, manifest=str(manifest))
         except JobCanceled:
             self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled during export")
+        except PlateError as exc:
+            self.store.finish(job_id, JobState.FAILED, self.name, error=f"{exc.field}: {exc.message}")
         except Exception as exc:
             log.exception("job %s export failed", job_id)
             self.store.finish(job_id, JobState.FAILED, self.name, error=f"export: {type(exc).__name__}: {exc}")
+        finally:
+            if review is not None:
+                review.abort()  # no-op after close; otherwise drops the half-written movie
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -190,7 +222,19 @@ class WorkerRuntime:
         return job
 
     def _plate(self, job: JobStatus) -> PlateInfo:
-        return resolve_plate(job.spec.plate, job.frames)
+        return resolve_plate(job.spec.plate, job.frames, part=job.spec.plate_part)
+
+    def _decoder(self, job: JobStatus, plate: PlateInfo, max_side: int) -> PlateDecoder:
+        s = self.settings
+        return PlateDecoder.open(
+            plate,
+            max_side,
+            plate_colourspace(plate, job.spec.colourspace, s.exr_colourspace),
+            ocio_config=s.ocio_config,
+            display=s.ocio_display,
+            view=s.ocio_view,
+            use_ocio=s.use_ocio,
+        )
 
     def _record_models(self, job_id: str, models: ModelSet) -> None:
         used = ModelsUsed(
@@ -212,59 +256,3 @@ class WorkerRuntime:
 
 def _scratch(job: JobStatus) -> Path:
     return Path(job.output_dir) / ".work"
-
-
-def _exr_header(job: JobStatus, plate: PlateInfo) -> dict[str, Any]:
-    header: dict[str, Any] = {}
-    if plate.exr_header:
-        for key in ("displayWindow", "dataWindow", "pixelAspectRatio"):
-            if key in plate.exr_header:
-                header[key] = plate.exr_header[key]
-    random_weights = job.models is not None and job.models.weights == "random"
-    comments = f"Matte Farm roto for {job.shot} v{job.version:03d}, prompt '{job.spec.prompt}'"
-    return header | {
-        "owner": job.user,
-        "comments": f"{RANDOM_WEIGHTS_WARNING}. {comments}" if random_weights else comments,
-        "mattefarm/version": VERSION,
-        "mattefarm/job": job.id,
-        "mattefarm/prompt": job.spec.prompt,
-        "mattefarm/weights": job.models.weights if job.models else "unknown",
-        "mattefarm/randomWeights": "true" if random_weights else "false",
-        "mattefarm/models": json.dumps(job.models.model_dump() if job.models else {}),
-        "mattefarm/inferenceMaxSide": str(job.spec.options.max_side),
-        "mattefarm/strategy": str(job.spec.options.strategy),
-        "mattefarm/layers": json.dumps([{"name": ly.name, "label": ly.label} for ly in job.layers]),
-    }
-
-
-def _manifest(job: JobStatus, plate: PlateInfo, written: list[Path]) -> dict[str, Any]:
-    return {
-        "mattefarm_version": VERSION,
-        "job": job.id,
-        "user": job.user,
-        "show": job.show,
-        "shot": job.shot,
-        "version": job.version,
-        "random_weights": bool(job.models and job.models.weights == "random"),
-        "warnings": job.warnings,
-        "plate": {
-            "pattern": plate.pattern.display,
-            "width": plate.width,
-            "height": plate.height,
-            "format": plate.format,
-        },
-        "frames": format_frame_range(plate.frames),
-        "missing_frames": [],
-        "prompt": job.spec.prompt,
-        "options": job.spec.options.model_dump(),
-        "models": job.models.model_dump() if job.models else None,
-        "layers": [layer.model_dump() for layer in job.layers],
-        "stages": [
-            {"name": st.name, "seconds": st.seconds, "frames": st.frames_done}
-            for st in job.stages
-            if st.state == StageState.SUCCEEDED or st.name == StageName.EXPORT
-        ],
-        "counters": job.counters.model_dump(),
-        "output_pattern": job.output_pattern,
-        "files": [p.name for p in written],
-    }

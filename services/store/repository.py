@@ -26,9 +26,11 @@ from schemas import (
     JobSummary,
     LayerInfo,
     ModelsUsed,
+    ReviewLinks,
     StageName,
     StageState,
     StageStatus,
+    parse_frame_range,
 )
 from services.store.db import Database
 from services.store.tables import EventRow, JobRow, StageRow, utcnow
@@ -239,11 +241,14 @@ class JobStore:
         models: ModelsUsed | None = None,
         layers: Iterable[LayerInfo] | None = None,
         warning: str | None = None,
+        review: ReviewLinks | None = None,
     ) -> None:
         with self.db.session() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 return
+            if review is not None:
+                row.review = review.model_dump(mode="json", exclude_none=True)
             if counters is not None:
                 row.counters = dict(counters)
             if models is not None:
@@ -314,6 +319,7 @@ def _status(row: JobRow) -> JobStatus:
         **_header(row),
         spec=JobSpec.model_validate(row.spec),
         frames=row.frames,
+        missing_frames=_missing_frames(row),
         stages=[
             StageStatus(
                 name=StageName(st.name),
@@ -335,10 +341,20 @@ def _status(row: JobRow) -> JobStatus:
         output_dir=row.output_dir,
         output_pattern=row.output_pattern,
         manifest=row.manifest,
+        review=ReviewLinks.model_validate(row.review) if row.review else None,
         layers=[LayerInfo.model_validate(layer) for layer in row.layers or []],
         started_at=row.started_at,
         seconds=seconds,
     )
+
+
+def _missing_frames(row: JobRow) -> list[int]:
+    """Requested frames the job skipped: the spec's range minus the frames it covers."""
+    requested = row.spec.get("frames")
+    if not requested:
+        return []
+    have = set(row.frames)
+    return [f for f in parse_frame_range(requested) if f not in have]
 
 
 def _summary(row: JobRow) -> JobSummary:

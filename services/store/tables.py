@@ -48,6 +48,7 @@ class JobRow(Base):
     output_dir: Mapped[str] = mapped_column(Text)
     output_pattern: Mapped[str] = mapped_column(Text)
     manifest: Mapped[str | None] = mapped_column(Text)
+    review: Mapped[dict[str, str] | None] = mapped_column(JSON)
     counters: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     models: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     layers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -1,14 +1,38 @@
-"""OpenEXR reading and atomic writing."""
+"""OpenEXR reading and atomic, convention-checked writing of single-part scanline files."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import OpenEXR
+
+COMPRESSIONS = {
+    "none": OpenEXR.NO_COMPRESSION,
+    "rle": OpenEXR.RLE_COMPRESSION,
+    "zips": OpenEXR.ZIPS_COMPRESSION,
+    "zip": OpenEXR.ZIP_COMPRESSION,
+    "piz": OpenEXR.PIZ_COMPRESSION,
+    "pxr24": OpenEXR.PXR24_COMPRESSION,
+    "b44": OpenEXR.B44_COMPRESSION,
+    "b44a": OpenEXR.B44A_COMPRESSION,
+    "dwaa": OpenEXR.DWAA_COMPRESSION,
+    "dwab": OpenEXR.DWAB_COMPRESSION,
+    "htj2k32": OpenEXR.HTJ2K32_COMPRESSION,
+    "htj2k256": OpenEXR.HTJ2K256_COMPRESSION,
+    "zstd": OpenEXR.ZSTD_COMPRESSION,
+}
+# Lossy ones corrupt Cryptomatte ids (PXR24 rounds float to 24 bits, DWA is lossy for .R/.B);
+# HTJ2K and ZSTD are lossless but readers built on OpenEXR < 3.4 can't open them.
+NOT_FOR_CRYPTOMATTE = {"pxr24", "b44", "b44a", "dwaa", "dwab", "htj2k32", "htj2k256", "zstd"}
+
+
+class ExrWriteError(ValueError):
+    """A write that would break the delivery conventions; the message says which and why."""
 
 
 def read_exr_header(path: Path) -> dict[str, Any]:
@@ -21,18 +45,6 @@ def read_exr_channels(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     return {name: ch.pixels for name, ch in exr.channels().items()}, exr.header()
 
 
-def read_exr_rgb(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Scene-linear RGB float32 (H, W, 3) of the data window, and the header."""
-    channels, header = read_exr_channels(path)
-    if all(c in channels for c in "RGB"):
-        rgb = np.stack([channels["R"], channels["G"], channels["B"]], axis=-1)
-    elif "Y" in channels:
-        rgb = np.repeat(channels["Y"][..., None], 3, axis=-1)
-    else:
-        raise ValueError(f"{path.name} has no R, G, B or Y channels (has {sorted(channels)})")
-    return rgb.astype(np.float32, copy=False), header
-
-
 def to_half(array: np.ndarray) -> np.ndarray:
     """float32 → float16; torch's vectorised conversion is ~6× numpy's where torch is installed."""
     try:
@@ -42,21 +54,51 @@ def to_half(array: np.ndarray) -> np.ndarray:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).half().numpy()
 
 
-def write_exr_atomic(path: Path, channels: dict[str, np.ndarray], header: dict[str, Any]) -> None:
-    """Write a ZIP scanline EXR to a temporary file beside ``path``, then rename it into place.
+def capture_date(now: datetime | None = None) -> dict[str, Any]:
+    """``capDate`` (local time, EXR's "YYYY:MM:DD hh:mm:ss") and ``utcOffset`` (seconds, UTC − local)."""
+    local = (now or datetime.now()).astimezone()
+    offset = local.utcoffset()
+    return {
+        "capDate": local.strftime("%Y:%m:%d %H:%M:%S"),
+        # The standard defines utcOffset as UTC minus local time.
+        "utcOffset": float(-offset.total_seconds()) if offset is not None else 0.0,
+    }
+
+
+def write_exr_atomic(
+    path: Path, channels: dict[str, np.ndarray], header: dict[str, Any], compression: str = "zip"
+) -> None:
+    """Write a single-part scanline EXR to a temporary file beside ``path``, then rename it.
 
     A crash leaves either the old file or the new one, never half a frame.
     """
+    compression = compression.lower()
+    if compression not in COMPRESSIONS:
+        raise ExrWriteError(f"compression {compression!r} is unknown; use one of {sorted(COMPRESSIONS)}")
+    has_crypto = any(name.startswith("Crypto") for name in channels) or any(
+        key.startswith("cryptomatte/") for key in header
+    )
+    if has_crypto and compression in NOT_FOR_CRYPTOMATTE:
+        raise ExrWriteError(
+            f"compression {compression!r} can't carry Cryptomatte channels (lossy, or unreadable by older "
+            "OpenEXR); use zip"
+        )
     header = {
         **header,
-        "compression": OpenEXR.ZIP_COMPRESSION,
+        "compression": COMPRESSIONS[compression],
         "type": OpenEXR.scanlineimage,
+        "lineOrder": OpenEXR.INCREASING_Y,
+        "screenWindowCenter": np.zeros(2, np.float32),
+        "screenWindowWidth": 1.0,
     }
+    header.pop("name", None)  # single-part files carry no part name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        OpenEXR.File(header, channels).write(tmp_name)
+        # OpenEXR.File replaces the dict's values with Channel objects; give it a copy.
+        with OpenEXR.File(header, dict(channels)) as exr:
+            exr.write(tmp_name)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:

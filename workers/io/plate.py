@@ -1,21 +1,22 @@
-"""Plates on disk: resolve a pattern and range to files, check them, read frames.
+"""Plates on disk: resolve a pattern and range to files, check them, turn frames into model input.
 
 Plates are only ever opened for reading.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from schemas.frames import format_frame_range
-from workers.io.exr import read_exr_header, read_exr_rgb
-from workers.io.sequence import SequencePattern
+from workers.io.colour import ColourConverter, ColourError, default_colourspace
+from workers.io.images import EXR_SUFFIXES, OIIO_SUFFIXES, Geometry, ImageInfo, ImageReadError, probe_image, read_image
+from workers.io.sequence import SequencePattern, SequencePatternError, missing_frames
 
-IMAGE_SUFFIXES = {".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx"}
+IMAGE_SUFFIXES = EXR_SUFFIXES | OIIO_SUFFIXES
 
 
 class PlateError(ValueError):
@@ -32,27 +33,45 @@ class PlateInfo:
     """What the farm needs to know about a plate before it runs."""
 
     pattern: SequencePattern
-    frames: list[int]
-    width: int
-    height: int
-    format: str
-    exr_header: dict | None = None
+    frames: list[int]  # the frames that will be read and written, in order
+    info: ImageInfo  # header facts of the first frame
+    missing: list[int] = field(default_factory=list)  # requested but absent (skipped on request)
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.info.geometry
+
+    @property
+    def width(self) -> int:
+        return self.info.geometry.width
+
+    @property
+    def height(self) -> int:
+        return self.info.geometry.height
+
+    @property
+    def format(self) -> str:
+        return self.info.format
 
     def path_for(self, frame: int) -> Path:
         return self.pattern.path_for(frame)
 
 
-def resolve_plate(pattern_text: str, frames: list[int] | None) -> PlateInfo:
-    """Resolve the frames, check every file exists and the first and last decode."""
-    from workers.io.sequence import SequencePatternError
-
+def resolve_plate(
+    pattern_text: str,
+    frames: list[int] | None,
+    *,
+    skip_missing: bool = False,
+    part: str | None = None,
+) -> PlateInfo:
+    """Resolve the frames, check the files exist and the first and last decode alike."""
     try:
         pattern = SequencePattern.parse(pattern_text)
     except SequencePatternError as exc:
         raise PlateError("plate", str(exc)) from None
-    suffix = pattern.tail.lower().rsplit(".", 1)[-1]
-    if f".{suffix}" not in IMAGE_SUFFIXES:
-        raise PlateError("plate", f"'.{suffix}' is not a plate format; use EXR, DPX, TIFF, PNG or JPEG frames")
+    suffix = "." + pattern.tail.rsplit(".", 1)[-1].lower() if "." in pattern.tail else ""
+    if suffix not in IMAGE_SUFFIXES:
+        raise PlateError("plate", f"'{suffix or pattern.tail}' is not a plate format; use EXR, DPX, TIFF, PNG or JPEG")
     on_disk = pattern.frames_on_disk()
     if not on_disk:
         raise PlateError(
@@ -60,73 +79,108 @@ def resolve_plate(pattern_text: str, frames: list[int] | None) -> PlateInfo:
             f"no files match {pattern.display}; check the folder and the frame token "
             "(#### is one digit per #, %04d and $F4 are four digits)",
         )
+    absent: list[int] = []
     if frames is None:
         frames = on_disk
     else:
-        present = set(on_disk)
-        missing = [f for f in frames if f not in present]
-        if missing:
+        absent = missing_frames(frames, on_disk)
+        if absent and not skip_missing:
             raise PlateError(
                 "frames",
-                f"{len(missing)} frame(s) missing from the plate: {format_frame_range(missing)}; "
-                f"frames on disk: {format_frame_range(on_disk)}",
+                f"{len(absent)} frame(s) missing from the plate: {format_frame_range(absent)}; "
+                f"frames on disk: {format_frame_range(on_disk)}. Render them, narrow the range, "
+                "or set on_missing_frames to 'skip'",
             )
-    width = height = 0
-    for frame in {frames[0], frames[-1]}:
-        height, width = _probe_size(pattern.path_for(frame))
-    header = None
-    if suffix == "exr":
-        header = read_exr_header(pattern.path_for(frames[0]))
-    return PlateInfo(pattern, frames, width, height, suffix, header)
-
-
-def _probe_size(path: Path) -> tuple[int, int]:
+        frames = [f for f in frames if f not in set(absent)]
+        if not frames:
+            raise PlateError(
+                "frames", f"none of the requested frames exist; frames on disk: {format_frame_range(on_disk)}"
+            )
     try:
-        if path.suffix.lower() == ".exr":
-            lo, hi = read_exr_header(path)["dataWindow"]
-            return int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1)
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except Exception as exc:  # any decoder failure means the same thing to the user
-        raise PlateError("plate", f"{path.name} is not a readable image ({exc})") from None
-    if image is None:
-        raise PlateError("plate", f"{path.name} is not a readable image; re-render or replace it")
-    return int(image.shape[0]), int(image.shape[1])
+        first = probe_image(pattern.path_for(frames[0]), part)
+        last = probe_image(pattern.path_for(frames[-1]), part) if len(frames) > 1 else first
+    except ImageReadError as exc:
+        field_name = "plate_part" if part and "part" in str(exc) else "plate"
+        raise PlateError(field_name, str(exc)) from None
+    if last.geometry != first.geometry:
+        raise PlateError(
+            "plate",
+            f"frames {frames[0]} and {frames[-1]} differ in size or windows "
+            f"({first.geometry.data_window} vs {last.geometry.data_window}); a plate must keep one format",
+        )
+    return PlateInfo(pattern, frames, first, absent)
 
 
-def read_frame_linear(path: Path) -> np.ndarray:
-    """A plate frame as float32 RGB; EXR stays scene-linear, other formats are linearised from sRGB."""
-    if path.suffix.lower() == ".exr":
-        rgb, _ = read_exr_rgb(path)
-        return rgb
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
-    if image is None:
-        raise PlateError("plate", f"{path.name} is not a readable image")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
-    scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
-    return srgb_to_linear(image.astype(np.float32) / scale)
+def plate_colourspace(plate: PlateInfo, requested: str | None, exr_default: str) -> str:
+    """The job's colour space, or the plate's default by header and format."""
+    return requested or default_colourspace(plate.format, plate.info.colour_hint, exr_default)
 
 
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((np.clip(x, 0, None) + 0.055) / 1.055) ** 2.4).astype(np.float32)
+def working_size(width: int, height: int, max_side: int, pixel_aspect: float = 1.0) -> tuple[int, int]:
+    """(w, h) for inference: de-squeezed by the pixel aspect, longest side at most ``max_side``."""
+    wide = width * pixel_aspect
+    scale = min(1.0, max_side / max(wide, height))
+    return max(1, round(wide * scale)), max(1, round(height * scale))
 
 
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
+@dataclass
+class PlateDecoder:
+    """Plate frame → display sRGB uint8 at working resolution: decode, to light, resize, view."""
+
+    plate: PlateInfo
+    colour: ColourConverter
+    max_side: int
+
+    @classmethod
+    def open(
+        cls,
+        plate: PlateInfo,
+        max_side: int,
+        colourspace: str,
+        *,
+        ocio_config: str,
+        display: str,
+        view: str,
+        use_ocio: bool = True,
+    ) -> PlateDecoder:
+        try:
+            colour = ColourConverter(colourspace, ocio_config, display, view, use_ocio)
+        except ColourError as exc:
+            raise PlateError("colourspace", str(exc)) from None
+        return cls(plate, colour, max_side)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        geo = self.plate.geometry
+        return working_size(geo.width, geo.height, self.max_side, geo.pixel_aspect)
+
+    def linear(self, frame: int) -> np.ndarray:
+        try:
+            pixels = read_image(self.plate.path_for(frame), self.plate.info.part)
+        except ImageReadError as exc:
+            raise PlateError("plate", str(exc)) from None
+        if pixels.shape[:2] != (self.plate.height, self.plate.width):
+            raise PlateError(
+                "plate",
+                f"frame {frame} is {pixels.shape[1]}x{pixels.shape[0]}, the plate is "
+                f"{self.plate.width}x{self.plate.height}; a plate must keep one format",
+            )
+        return self.colour.to_linear(pixels)
+
+    def model_frame(self, frame: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        return to_display_uint8(self.linear(frame), size or self.size, self.colour)
 
 
-def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(w, h) scaled so the longest side is at most ``max_side``, aspect kept."""
-    scale = min(1.0, max_side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def resize_linear(linear: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample in light; area filter going down, bilinear going up, pixel centres aligned."""
+    h, w = linear.shape[:2]
+    if (w, h) == size:
+        return linear
+    down = size[0] <= w and size[1] <= h
+    return cv2.resize(linear, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
 
 
-def to_model_frame(linear_rgb: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale in linear light, then encode to display sRGB uint8 for the models."""
-    h, w = linear_rgb.shape[:2]
-    ww, wh = working_size(w, h, max_side)
-    if (ww, wh) != (w, h):
-        linear_rgb = cv2.resize(linear_rgb, (ww, wh), interpolation=cv2.INTER_AREA)
-    return (linear_to_srgb(linear_rgb) * 255.0 + 0.5).astype(np.uint8)
+def to_display_uint8(linear: np.ndarray, size: tuple[int, int], colour: ColourConverter) -> np.ndarray:
+    """Downscale in linear light, then the view transform, clip and quantise."""
+    small = np.ascontiguousarray(resize_linear(linear, size), dtype=np.float32)
+    return (np.clip(colour.to_display(small), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,6 +1,8 @@
-"""Frame-sequence patterns with Nuke semantics (one digit per ``#`` or ``@``, ``%04d``, ``$F4``).
+"""Frame-sequence patterns with Nuke semantics, on top of ``fileseq``.
 
-Pure string logic plus a directory listing; nothing here opens an image.
+``####`` and ``@@@@`` are one digit per character (fileseq's ``PAD_STYLE_HASH1``; its default
+reads ``#`` as four digits), ``%04d`` and ``$F4`` are printf/Houdini padding. Nothing here opens
+an image.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_TOKEN = re.compile(r"(?P<hash>[#@]+)|%(?P<printf>0?\d*)d|\$F(?P<houdini>\d*)")
+import fileseq
+
+_TOKEN = re.compile(r"[#@]+|%0?\d*d|\$F\d*")
 
 
 class SequencePatternError(ValueError):
@@ -27,21 +31,19 @@ class SequencePattern:
     @classmethod
     def parse(cls, pattern: str | os.PathLike[str]) -> SequencePattern:
         path = Path(pattern)
-        tokens = list(_TOKEN.finditer(path.name))
         if str(path.parent) != "." and _TOKEN.search(str(path.parent)):
             raise SequencePatternError("the frame token must be in the file name, not a folder")
-        if len(tokens) != 1:
+        found = len(_TOKEN.findall(path.name))
+        if found != 1:
             raise SequencePatternError(
-                f"{path.name!r} needs exactly one frame token: ####, %04d or $F4 (found {len(tokens)})"
+                f"{path.name!r} needs exactly one frame token: ####, @@@@, %04d or $F4 (found {found})"
             )
-        token = tokens[0]
-        if token.group("hash"):
-            padding = len(token.group("hash"))
-        elif token.group("printf") is not None:
-            padding = int(token.group("printf") or 1)
-        else:
-            padding = int(token.group("houdini") or 1)
-        return cls(path.parent, path.name[: token.start()], max(padding, 1), path.name[token.end() :])
+        seq = _fileseq(str(path))
+        head = seq.basename()
+        tail = seq.extension()
+        if not seq.padding():
+            raise SequencePatternError(f"{path.name!r}: can't find the frame token; write it like name.####.exr")
+        return cls(path.parent, head, max(seq.zfill(), 1), tail)
 
     def frame_name(self, frame: int) -> str:
         return f"{self.head}{frame:0{self.padding}d}{self.tail}"
@@ -51,19 +53,30 @@ class SequencePattern:
 
     @property
     def display(self) -> str:
+        """The pattern as Nuke writes it: one ``#`` per digit."""
         return str(self.directory / f"{self.head}{'#' * self.padding}{self.tail}")
 
     def frames_on_disk(self) -> list[int]:
-        """Frames whose files exist, read from one directory listing."""
+        """Frames whose files exist with exactly this padding (``01001`` is not frame 1001 of ``####``)."""
         try:
-            names = os.listdir(self.directory)
-        except OSError:
+            found = fileseq.findSequenceOnDisk(
+                str(self.directory / f"{self.head}{'#' * self.padding}{self.tail}"),
+                pad_style=fileseq.PAD_STYLE_HASH1,
+                strictPadding=True,
+            )
+        except (fileseq.FileSeqException, OSError):
             return []
-        matcher = re.compile(rf"^{re.escape(self.head)}(-?\d+){re.escape(self.tail)}$")
-        frames = []
-        for name in names:
-            match = matcher.match(name)
-            # Only the canonical spelling counts, so 01001 and 1001 are not both frame 1001.
-            if match and self.frame_name(int(match.group(1))) == name:
-                frames.append(int(match.group(1)))
-        return sorted(frames)
+        frames = found.frameSet()
+        return sorted(frames) if frames is not None else []
+
+
+def missing_frames(requested: list[int], present: list[int]) -> list[int]:
+    have = set(present)
+    return [f for f in requested if f not in have]
+
+
+def _fileseq(pattern: str) -> fileseq.FileSequence:
+    try:
+        return fileseq.FileSequence(pattern, pad_style=fileseq.PAD_STYLE_HASH1)
+    except fileseq.ParseException as exc:
+        raise SequencePatternError(f"can't read {Path(pattern).name!r} as a frame sequence ({exc})") from None

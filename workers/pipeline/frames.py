@@ -1,40 +1,90 @@
-"""The plate as the models see it: frames decoded lazily by position, a few kept in memory."""
+"""The plate as the models see it: frames decoded lazily by position, a few kept in memory,
+the next few decoded ahead on a small thread pool so the GPU does not wait on disk."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from workers.io.plate import PlateInfo, read_frame_linear, to_model_frame
+import numpy as np
+
+from workers.io.plate import PlateDecoder
 from workers.models.interfaces import ModelFrame
 
 
 class FrameSource:
-    """Working-resolution frames of a plate by position; holds at most ``keep`` decoded frames,
-    so memory does not grow with shot length."""
+    """Working-resolution frames of a plate by position; holds at most ``keep`` decoded frames
+    (plus ``ahead`` in flight), so memory does not grow with shot length.
 
-    def __init__(self, plate: PlateInfo, max_side: int, keep: int = 24) -> None:
-        self.plate, self.max_side, self.keep = plate, max_side, keep
-        self._frames: OrderedDict[int, ModelFrame] = OrderedDict()
+    Decoding (EXR/DPX read, colour, resize) releases the GIL, so ``threads`` decoders overlap
+    with model calls. Prefetch follows the direction of access, since tracking also runs backward.
+    """
+
+    def __init__(self, decoder: PlateDecoder, keep: int = 24, threads: int = 2, ahead: int = 4) -> None:
+        self.decoder, self.keep, self.ahead = decoder, keep, ahead if threads else 0
+        self.frames = decoder.plate.frames
+        self._cache: OrderedDict[int, ModelFrame] = OrderedDict()
+        self._pending: dict[int, Future[np.ndarray]] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="plate-decode") if threads else None
+        self._last = -1
         self.decoded = 0
+        self.wait_s = 0.0  # time the caller spent blocked on decoding
 
     def __len__(self) -> int:
-        return len(self.plate.frames)
+        return len(self.frames)
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending.clear()
 
     def number(self, pos: int) -> int:
-        return self.plate.frames[pos]
+        return self.frames[pos]
 
     def at(self, pos: int) -> ModelFrame:
-        if pos in self._frames:
-            self._frames.move_to_end(pos)
-            return self._frames[pos]
-        path = self.plate.path_for(self.plate.frames[pos])
-        frame = ModelFrame(self.plate.frames[pos], to_model_frame(read_frame_linear(path), self.max_side), path)
-        self.decoded += 1
-        self._frames[pos] = frame
-        while len(self._frames) > self.keep:
-            self._frames.popitem(last=False)
+        step = -1 if pos < self._last else 1
+        self._last = pos
+        frame = self._cache.get(pos)
+        if frame is not None:
+            self._cache.move_to_end(pos)
+        else:
+            started = time.monotonic()
+            future = self._pending.pop(pos, None)
+            image = future.result() if future is not None else self._decode(pos)
+            self.wait_s += time.monotonic() - started
+            frame = ModelFrame(self.frames[pos], image, self.decoder.plate.path_for(self.frames[pos]))
+            self._cache[pos] = frame
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+        self._prefetch(pos, step)
         return frame
+
+    def _decode(self, pos: int) -> np.ndarray:
+        self.decoded += 1
+        return self.decoder.model_frame(self.frames[pos])
+
+    def _prefetch(self, pos: int, step: int) -> None:
+        if self._pool is None:
+            return
+        wanted = [p for p in range(pos + step, pos + step * (self.ahead + 1), step) if 0 <= p < len(self.frames)]
+        for stale in [p for p in self._pending if p not in wanted]:
+            future = self._pending[stale]
+            if future.done() or future.cancel():  # a running decode finishes and is dropped later
+                del self._pending[stale]
+        for p in wanted:
+            if p not in self._cache and p not in self._pending:
+                self._pending[p] = self._pool.submit(self._decode, p)
 
     def window(self, positions: Sequence[int]) -> WindowFrames:
         return WindowFrames(self, list(positions))

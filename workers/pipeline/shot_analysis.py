@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import LayerInfo, PipelineOptions
-from workers.io.plate import PlateInfo
+from workers.io.plate import PlateDecoder
 from workers.models.interfaces import ModelSet
 from workers.pipeline.frame_store import LayerStore
 from workers.pipeline.frames import FrameSource
@@ -22,18 +22,22 @@ class AnalysedShot:
 
 
 def analyse_shot(
-    plate: PlateInfo,
+    decoder: PlateDecoder,
     classes: list[str],
     options: PipelineOptions,
     models: ModelSet,
     reporter: StageReporter,
     scratch: Path,
+    *,
+    decode_threads: int = 2,
+    decode_ahead: int = 4,
 ) -> AnalysedShot:
     before = models.counters()
-    source = FrameSource(plate, options.max_side, keep=window_keep(options))
-    shot = Shot.open(source, options, models, reporter, scratch)
-    segment_stage(shot, detect_stage(shot, classes))
-    layers = track_stage(shot)
+    with FrameSource(decoder, keep=window_keep(options), threads=decode_threads, ahead=decode_ahead) as source:
+        shot = Shot.open(source, options, models, reporter, scratch)
+        segment_stage(shot, detect_stage(shot, classes))
+        layers = track_stage(shot)
     counters = dict(models.counters() - before)
     counters["frames_read"] = source.decoded
+    counters["decode_wait_ms"] = round(source.wait_s * 1000)
     return AnalysedShot(layers, shot.layers, counters)

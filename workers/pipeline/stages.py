@@ -2,8 +2,9 @@
 
 Each stage is a plain function that reads the plate through a :class:`FrameSource`, keeps its
 per-frame results in the scratch stores, reports progress through a :class:`StageReporter`, and
-never touches the database or Celery. Which frames are detected and how layers are tracked depends
-on the strategy (``workers.pipeline.tracking``); the stages themselves are shared.
+never touches the database or Celery (export is in ``workers.pipeline.export``). Which frames are
+detected and how layers are tracked depends on the strategy (``workers.pipeline.tracking``); the
+stages themselves are shared.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from schemas import PipelineOptions, StageName, Strategy
-from workers.io.exr import to_half, write_exr_atomic
 from workers.models.interfaces import Detection, ModelSet
 from workers.pipeline.cleanup import consolidate, remove_small_regions
-from workers.pipeline.frame_store import DetectionStore, LayerStore, dequantize_logits, quantize_logits
+from workers.pipeline.frame_store import DetectionStore, LayerStore, quantize_logits
 from workers.pipeline.frames import FrameSource
 from workers.pipeline.layers import FrameMask
-from workers.pipeline.masks import sigmoid
 
 _LOGIT = 8.0  # logit magnitude given to pixels the clean-up adds or removes
 
@@ -89,12 +87,6 @@ def window_keep(options: PipelineOptions) -> int:
     return 2 * options.chunk_size + 8
 
 
-@dataclass(frozen=True)
-class ExportedLayer:
-    id: int
-    name: str
-
-
 def detection_positions(frames: int, options: PipelineOptions) -> list[int]:
     """Where the detector runs: every frame, or the keyframes of keyframe-greedy."""
     step = options.keyframe_step if options.strategy == Strategy.KEYFRAME_GREEDY else 1
@@ -147,41 +139,6 @@ def clean_frame(boxes: list[Detection], logits: np.ndarray, opts: PipelineOption
             logits_ = np.maximum(logits_, masks[i].logits)
         out.append(FrameMask(base.label, mask, max(base.score, *(masks[i].score for i in merged)), logits_))
     return out
-
-
-def export_stage(
-    shot_frames: list[int],
-    size: tuple[int, int],
-    layers: list[ExportedLayer],
-    store: LayerStore,
-    output_for: dict[int, Path],
-    header_for: dict[int, dict[str, Any]],
-    reporter: StageReporter,
-) -> list[Path]:
-    """One EXR per plate frame: each layer's soft matte at plate resolution, plus ``A``.
-
-    Logits are upsampled to the plate before the sigmoid, so edges stay anti-aliased.
-    """
-    clock = StageClock(StageName.EXPORT, reporter, len(shot_frames))
-    width, height = size
-    written: list[Path] = []
-    for pos, frame in enumerate(shot_frames):
-        tracked = store.get(pos)
-        union = np.zeros((height, width), np.float32)
-        channels: dict[str, np.ndarray] = {}
-        for layer in layers:
-            matte = np.zeros((height, width), np.float32)
-            if layer.id in tracked:
-                # cv2's bilinear resize samples at pixel centres (half-pixel alignment).
-                logits = dequantize_logits(tracked[layer.id].logits)
-                matte = sigmoid(cv2.resize(logits, size, interpolation=cv2.INTER_LINEAR))
-            np.maximum(union, matte, out=union)
-            channels[f"{layer.name}.A"] = to_half(matte)
-        write_exr_atomic(output_for[frame], {"A": to_half(union), **channels}, header_for[frame])
-        written.append(output_for[frame])
-        clock.tick()
-    clock.close()
-    return written
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import PipelineOptions, StageName, Strategy
-from workers.io.plate import resolve_plate
+from workers.io.plate import PlateDecoder, plate_colourspace, resolve_plate
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
+from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
 from workers.pipeline.shot_analysis import analyse_shot
-from workers.pipeline.stages import ExportedLayer, export_stage
 from workers.synthetic.evaluate import Score, evaluate
 from workers.synthetic.shot import write_shot
 
@@ -49,15 +49,22 @@ def run_shot(
     """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters."""
     plate = resolve_plate(plate_pattern, None)
     scratch = out_dir / ".work"
-    result = analyse_shot(plate, classes, options, models, QuietReporter(), scratch)
+    # The synthetic backend reads truth, not pixels, so the plain curve is as good as OCIO here.
+    decoder = PlateDecoder.open(
+        plate,
+        options.max_side,
+        plate_colourspace(plate, None, "linear"),
+        ocio_config="",
+        display="",
+        view="",
+        use_ocio=False,
+    )
+    result = analyse_shot(decoder, classes, options, models, QuietReporter(), scratch)
     output = SequencePattern.parse(str(out_dir / f"{out_dir.name}.####.exr"))
     export_stage(
-        plate.frames,
-        (plate.width, plate.height),
+        MatteSequence(plate.frames, plate.geometry, output.path_for, cryptomatte=False),
         [ExportedLayer(layer.id, layer.name) for layer in result.layers],
         result.store,
-        {f: output.path_for(f) for f in plate.frames},
-        {frame: {} for frame in plate.frames},
         QuietReporter(),
     )
     shutil.rmtree(scratch, ignore_errors=True)

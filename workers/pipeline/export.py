@@ -1,0 +1,118 @@
+"""The export stage: one matte EXR per plate frame, in the layout Nuke reads with one Read node.
+
+Per frame: ``A`` (half, the union), ``<layer>.A`` (half, every layer on every frame so the
+channel set never changes) and ``CryptoObject00..02`` (float32, 6 ranks). Logits are upsampled
+to the plate's data window (pixel centres aligned; this also re-squeezes anamorphic plates)
+before the sigmoid, so edges stay anti-aliased.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from schemas import StageName
+from workers.io import cryptomatte
+from workers.io.exr import to_half, write_exr_atomic
+from workers.io.images import Geometry
+from workers.pipeline.frame_store import LayerStore, dequantize_logits
+from workers.pipeline.masks import sigmoid
+from workers.pipeline.stages import StageClock, StageReporter
+
+# Mattes within this of 0 or 1 are written as exactly 0 or 1: flat areas stay flat (and compress),
+# and a layer's far background is not a cloud of 1e-5 coverage in the Cryptomatte ranks.
+SNAP = 1.0 / 2048.0
+
+
+@dataclass(frozen=True)
+class ExportedLayer:
+    id: int
+    name: str
+
+
+class ReviewSink(Protocol):
+    """Receives each exported frame's working-resolution logits (layer name → logits)."""
+
+    def add(self, frame: int, logits: Mapping[str, np.ndarray]) -> None: ...
+
+
+@dataclass
+class MatteSequence:
+    """Where and how the mattes of one job are written."""
+
+    frames: list[int]
+    geometry: Geometry
+    output_for: Callable[[int], Path]
+    header: dict[str, Any] = field(default_factory=dict)  # the same on every frame
+    frame_header: Callable[[int], dict[str, Any]] = lambda frame: {}
+    compression: str = "zip"
+    cryptomatte: bool = True
+
+
+def plate_matte(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Working-resolution logits → soft matte on the plate grid, snapped at 0 and 1."""
+    # cv2's bilinear resize samples at pixel centres (half-pixel alignment).
+    matte = sigmoid(cv2.resize(logits, size, interpolation=cv2.INTER_LINEAR))
+    matte[matte < SNAP] = 0.0
+    matte[matte > 1.0 - SNAP] = 1.0
+    return matte
+
+
+def matte_channels(
+    layer_names: list[str], halves: list[np.ndarray], size: tuple[int, int], cryptomatte_on: bool
+) -> dict[str, np.ndarray]:
+    """The frame's channels from its per-layer half mattes (zeros for absent layers)."""
+    union = np.zeros((size[1], size[0]), np.float16)
+    for half in halves:
+        np.maximum(union, half, out=union)
+    channels: dict[str, np.ndarray] = {"A": union}
+    channels.update({f"{name}.A": half for name, half in zip(layer_names, halves, strict=True)})
+    if cryptomatte_on:
+        # Encoded from the half values, so decoding gives back exactly what the half layers hold.
+        stack = np.stack(halves) if halves else np.zeros((0, size[1], size[0]), np.float16)
+        channels.update(cryptomatte.encode(stack, layer_names))
+    return channels
+
+
+def export_stage(
+    target: MatteSequence,
+    layers: list[ExportedLayer],
+    store: LayerStore,
+    reporter: StageReporter,
+    review: ReviewSink | None = None,
+) -> list[Path]:
+    """Write every frame atomically; returns the paths in frame order."""
+    clock = StageClock(StageName.EXPORT, reporter, len(target.frames))
+    size = (target.geometry.width, target.geometry.height)
+    names = [layer.name for layer in layers]
+    header = dict(target.header)
+    if target.cryptomatte:
+        header.update(cryptomatte.header(names))
+    written: list[Path] = []
+    for pos, frame in enumerate(target.frames):
+        tracked = store.get(pos)
+        halves: list[np.ndarray] = []
+        logits_by_name: dict[str, np.ndarray] = {}
+        for layer in layers:
+            if layer.id in tracked:
+                logits = dequantize_logits(tracked[layer.id].logits)
+                logits_by_name[layer.name] = logits
+                halves.append(to_half(plate_matte(logits, size)))
+            else:
+                halves.append(np.zeros((size[1], size[0]), np.float16))
+        channels = matte_channels(names, halves, size, target.cryptomatte)
+        path = target.output_for(frame)
+        write_exr_atomic(
+            path, channels, header | target.geometry.exr_header() | target.frame_header(frame), target.compression
+        )
+        if review is not None:
+            review.add(frame, logits_by_name)
+        written.append(path)
+        clock.tick()
+    clock.close()
+    return written
