@@ -71,6 +71,15 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r}; list jobs with GET /jobs")
         return job
 
+    def review_file(self, job_id: str, field: str) -> Path:
+        job = self.get(job_id)
+        if job.review is None:
+            raise JobNotFound(f"job {job_id} has no review media yet ({job.state}); it is written after the mattes")
+        path = Path(getattr(job.review, field))
+        if not path.is_file():
+            raise JobNotFound(f"{path.name} is gone from {path.parent}; re-run the job to make it again")
+        return path
+
     def events(self, job_id: str) -> list[Event]:
         self.get(job_id)
         return self.store.events(job_id)

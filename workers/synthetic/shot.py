@@ -105,6 +105,10 @@ def _texture(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+# Rec.709 primaries, D65: tells readers the plate is linear Rec.709, not ACEScg.
+REC709 = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
+
+
 def write_shot(
     root: Path,
     name: str = "synth010",
@@ -139,7 +143,7 @@ def write_shot(
             ids[mask] = obj.id
         rgb += np.random.default_rng([seed, frame]).normal(0, 0.004, rgb.shape).astype(np.float32)
         plate_channels = {c: rgb[..., i].astype(np.float16) for i, c in enumerate("RGB")}
-        write_exr_atomic(shot / "plate" / f"{name}.{frame:04d}.exr", plate_channels, {})
+        write_exr_atomic(shot / "plate" / f"{name}.{frame:04d}.exr", plate_channels, {"chromaticities": REC709})
         write_exr_atomic(shot / "truth" / f"{name}_truth.{frame:04d}.exr", {"id": ids}, {})
         if progress:
             progress(t + 1)

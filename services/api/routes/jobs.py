@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import FileResponse
 
 from schemas import CancelRequest, ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
 from services.api.deps import ServiceDep, UserDep
@@ -51,3 +52,14 @@ def job_events(job_id: str, jobs: ServiceDep, _: UserDep) -> list[Event]:
 def cancel_job(job_id: str, jobs: ServiceDep, user: UserDep, request: CancelRequest | None = None) -> JobStatus:
     """Cancel a queued job now, or ask a running one to stop after the current frame."""
     return jobs.cancel(job_id, user, request or CancelRequest())
+
+
+REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_sheet", "image/jpeg")}
+
+
+@router.get("/{job_id}/review/{kind}", responses=ERRORS, response_class=FileResponse)
+def review_media(job_id: str, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep, _: UserDep) -> FileResponse:
+    """The job's review MP4 or contact-sheet JPEG, once the export has written them."""
+    field, media_type = REVIEW_MEDIA[kind]
+    path = jobs.review_file(job_id, field)
+    return FileResponse(path, media_type=media_type, filename=path.name)
