@@ -8,6 +8,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -159,7 +160,7 @@ def test_partition_invariants(delivered: Delivered) -> None:
         cov = [channels[f"CryptoObject0{i // 2}.{'GA'[i % 2]}"] for i in range(6)]
         total = np.sum(cov, axis=0)
         assert total.min() >= 0 and total.max() <= 1 + 1e-6
-        for upper, lower in zip(cov, cov[1:], strict=False):
+        for upper, lower in pairwise(cov):
             assert (upper >= lower).all()  # ranks in descending coverage
         for rank_id, rank_cov in zip(ids, cov, strict=True):
             assert ((rank_id == 0) == (rank_cov == 0)).all()  # empty ranks: id 0.0, coverage 0
