@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from farm_config import Settings, get_settings
-from tests.factories import TOKENS, write_small_shot
+from tests.factories import TOKENS, RecordingQueue, write_small_shot
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -65,6 +66,20 @@ def shot(shot_cache: Path, farm_root: Path) -> Path:
     """The plate pattern of a private copy of the small synthetic shot."""
     shutil.copytree(shot_cache / "sh010", farm_root / "sh010")
     return farm_root / "sh010" / "plate" / "sh010.####.exr"
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+def api(settings: Settings, queue: RecordingQueue) -> Iterator[TestClient]:
+    """The API in-process, with a queue that records instead of sending."""
+    from services.api.app import create_app
+
+    with TestClient(create_app(settings, queue=queue)) as client:
+        yield client
 
 
 # --- Postgres ------------------------------------------------------------------------------

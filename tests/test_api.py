@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,6 @@ from fastapi.testclient import TestClient
 from farm_config import Settings
 from services.api.app import create_app
 from tests.factories import ADMIN, BOB, DownQueue, RecordingQueue, auth
-
-
-@pytest.fixture
-def queue() -> RecordingQueue:
-    return RecordingQueue()
-
-
-@pytest.fixture
-def api(settings: Settings, queue: RecordingQueue) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, queue=queue)) as client:
-        yield client
 
 
 def spec(plate: Path | str, root: Path, **extra: object) -> dict[str, object]:

@@ -349,12 +349,13 @@ def _status(row: JobRow) -> JobStatus:
 
 
 def _missing_frames(row: JobRow) -> list[int]:
-    """Requested frames the job skipped: the spec's range minus the frames it covers."""
-    requested = row.spec.get("frames")
-    if not requested:
+    """Requested frames the job skipped: the spec's range (or the plate's span) minus its frames."""
+    if not row.frames:
         return []
+    spec_frames = row.spec.get("frames")
+    requested = parse_frame_range(spec_frames) if spec_frames else range(row.frames[0], row.frames[-1] + 1)
     have = set(row.frames)
-    return [f for f in parse_frame_range(requested) if f not in have]
+    return [f for f in requested if f not in have]
 
 
 def _summary(row: JobRow) -> JobSummary:

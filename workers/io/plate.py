@@ -79,23 +79,20 @@ def resolve_plate(
             f"no files match {pattern.display}; check the folder and the frame token "
             "(#### is one digit per #, %04d and $F4 are four digits)",
         )
-    absent: list[int] = []
-    if frames is None:
-        frames = on_disk
-    else:
-        absent = missing_frames(frames, on_disk)
-        if absent and not skip_missing:
-            raise PlateError(
-                "frames",
-                f"{len(absent)} frame(s) missing from the plate: {format_frame_range(absent)}; "
-                f"frames on disk: {format_frame_range(on_disk)}. Render them, narrow the range, "
-                "or set on_missing_frames to 'skip'",
-            )
-        frames = [f for f in frames if f not in set(absent)]
-        if not frames:
-            raise PlateError(
-                "frames", f"none of the requested frames exist; frames on disk: {format_frame_range(on_disk)}"
-            )
+    # No range given: the span on disk, so a hole inside the plate is noticed, not silently jumped.
+    requested = frames if frames is not None else list(range(on_disk[0], on_disk[-1] + 1))
+    absent = missing_frames(requested, on_disk)
+    if absent and not skip_missing:
+        raise PlateError(
+            "frames",
+            f"{len(absent)} frame(s) missing from the plate: {format_frame_range(absent)}; "
+            f"frames on disk: {format_frame_range(on_disk)}. Render them, narrow the range, "
+            "or set on_missing_frames to 'skip'",
+        )
+    gone = set(absent)
+    frames = [f for f in requested if f not in gone]
+    if not frames:
+        raise PlateError("frames", f"none of the requested frames exist; frames on disk: {format_frame_range(on_disk)}")
     try:
         first = probe_image(pattern.path_for(frames[0]), part)
         last = probe_image(pattern.path_for(frames[-1]), part) if len(frames) > 1 else first
