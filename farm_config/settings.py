@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     use_ocio: bool = Field(True, description="False: a plain linear→sRGB curve instead of OpenColorIO.")
     decode_threads: int = Field(2, ge=0, le=32, description="Plate decoders running ahead of the GPU (0: inline).")
     decode_ahead: int = Field(4, ge=0, le=64, description="Frames decoded ahead of the one the models need.")
+    exr_threads: int = Field(0, ge=0, le=256, description="OpenEXR (de)compression threads per process; 0 = all cores.")
     # review media
     review: bool = Field(True, description="Write the review MP4 and contact sheet after the mattes.")
     review_max_side: int = Field(1920, ge=128, le=8192, description="Longest side of review media, px.")

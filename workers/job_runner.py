@@ -19,6 +19,7 @@ from farm_config.settings import Settings
 from schemas import JobState, JobStatus, ModelsUsed, ReviewLinks, StageName, StageState, split_prompt
 from services.store import Database, JobStore
 from services.store.repository import Claim
+from workers.io.exr import set_exr_threads
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, plate_colourspace, resolve_plate
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
@@ -77,6 +78,7 @@ class WorkerRuntime:
     _models: ModelSet | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        set_exr_threads(self.settings.exr_threads)
         self.db = Database(self.settings.resolved_database_url)
         self.db.upgrade()
         self.store = JobStore(self.db)

@@ -221,3 +221,89 @@ def bench(
             f"{row['peak_rss_mib']:.0f}",
         )
     console.print(table)
+
+
+@click.command("bench-io")
+@click.option(
+    "--size",
+    "sizes",
+    multiple=True,
+    default=("1920x1080", "4096x2160"),
+    show_default=True,
+    help="Plate sizes WIDTHxHEIGHT (repeat the option for several).",
+)
+@click.option("--frames", type=click.IntRange(2, 500), default=8, show_default=True)
+@click.option("--layers", type=click.IntRange(1, 64), default=4, show_default=True, help="Object layers per matte.")
+@click.option("--threads", type=click.IntRange(1, 32), default=2, show_default=True, help="Decoders running ahead.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Scratch folder (default: temp).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_io(
+    sizes: tuple[str, ...], frames: int, layers: int, threads: int, workdir: Path | None, as_json: bool
+) -> None:
+    """Plate decode and matte EXR write throughput (frames/s and MB/s) on this machine."""
+    import tempfile
+
+    from farm_config import get_settings
+    from workers.io_benchmark import measure
+
+    parsed = []
+    for size in sizes:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{size!r}: write sizes as WIDTHxHEIGHT, e.g. 1920x1080", param_hint="--size"
+            ) from None
+        parsed.append((width, height))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mattefarm-bench-io-", dir=workdir) as tmp:
+        for width, height in parsed:
+            with console.status(f"{width}x{height}…") as status:
+                rows += measure(
+                    Path(tmp),
+                    width,
+                    height,
+                    get_settings(),
+                    frames=frames,
+                    layers=layers,
+                    threads=threads,
+                    progress=lambda text, s=status: s.update(text),
+                )
+    if as_json:
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "size": r.size,
+                        "operation": r.operation,
+                        "frames": r.frames,
+                        "seconds": r.seconds,
+                        "frames_per_s": r.fps,
+                        "file_mb_per_s": r.file_mb_s,
+                        "pixel_mb_per_s": r.pixel_mb_s,
+                        "file_mb_per_frame": r.file_mb / r.frames,
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        return
+    table = Table(
+        "size",
+        "operation",
+        "frames/s",
+        "file MB/s",
+        "pixel MB/s",
+        "MB/frame on disk",
+        title=f"Plate decode and matte write, {frames} frames per row",
+    )
+    for r in rows:
+        table.add_row(
+            r.size,
+            r.operation,
+            f"{r.fps:.2f}",
+            f"{r.file_mb_s:.1f}",
+            f"{r.pixel_mb_s:.0f}",
+            f"{r.file_mb / r.frames:.2f}",
+        )
+    console.print(table)

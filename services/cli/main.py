@@ -28,6 +28,7 @@ for command in (
     evaluation.evaluate_cmd,
     evaluation.compare,
     evaluation.bench,
+    evaluation.bench_io,
 ):
     cli.add_command(command)
 

@@ -17,7 +17,7 @@ TYPENAME = "CryptoObject"
 LEVELS = 6  # the spec's suggested default: 3 RGBA layers
 HASH = "MurmurHash3_32"
 CONVERSION = "uint32_to_float32"
-BAND_ROWS = 128  # rows ranked at a time, so a 4K frame with many layers stays small in memory
+BAND_ROWS = 256  # rows ranked at a time, so a 4K frame with many layers stays small in memory
 
 
 def name_hash(name: str) -> int:
@@ -81,13 +81,21 @@ def encode(
         ids = np.array([name_id(n) for n in names], np.float32)
         keep = min(levels, count)
         for y0 in range(0, height, BAND_ROWS):
-            band = normalised_coverage(mattes[:, y0 : y0 + BAND_ROWS].astype(np.float32, copy=False))
+            band = mattes[:, y0 : y0 + BAND_ROWS].astype(np.float32, copy=False).reshape(count, -1)
+            # Only pixels some object covers are ranked; mattes are mostly empty.
+            covered = np.flatnonzero(band.max(axis=0) > 0.0)
+            if covered.size == 0:
+                continue
+            coverage = normalised_coverage(band[:, covered])
             # Stable on ties, so equal coverages keep layer order frame after frame.
-            order = np.argsort(-band, axis=0, kind="stable")[:keep]
-            cov = np.take_along_axis(band, order, axis=0)
-            present = cov > 0.0
-            ranks_cov[:keep, y0 : y0 + BAND_ROWS] = np.where(present, cov, 0.0)
-            ranks_id[:keep, y0 : y0 + BAND_ROWS] = np.where(present, ids[order], 0.0)
+            order = np.argsort(-coverage, axis=0, kind="stable")[:keep]
+            ranked = np.take_along_axis(coverage, order, axis=0)
+            present = ranked > 0.0
+            for rank in range(keep):
+                ranks_cov[rank, y0 : y0 + BAND_ROWS].reshape(-1)[covered] = np.where(present[rank], ranked[rank], 0.0)
+                ranks_id[rank, y0 : y0 + BAND_ROWS].reshape(-1)[covered] = np.where(
+                    present[rank], ids[order[rank]], 0.0
+                )
     channels: dict[str, np.ndarray] = {}
     for level in range(0, levels, 2):
         layer = f"{typename}{level // 2:02d}"

@@ -35,6 +35,11 @@ class ExrWriteError(ValueError):
     """A write that would break the delivery conventions; the message says which and why."""
 
 
+def set_exr_threads(threads: int) -> None:
+    """OpenEXR compresses line blocks in parallel; its Python binding starts with none."""
+    OpenEXR.set_global_thread_count(threads or os.cpu_count() or 1)
+
+
 def read_exr_header(path: Path) -> dict[str, Any]:
     return OpenEXR.File(str(path), header_only=True).header()
 

@@ -1,0 +1,153 @@
+"""I/O throughput: plate decode (EXR and 10-bit DPX, raw and all the way to model input) and matte
+EXR write (half layers + Cryptomatte, ZIP), at given plate sizes. Prints what it measures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from farm_config.settings import Settings
+from workers.io import cryptomatte
+from workers.io.exr import set_exr_threads, to_half, write_exr_atomic
+from workers.io.images import read_image
+from workers.io.plate import PlateDecoder, resolve_plate
+from workers.pipeline.export import matte_channels
+from workers.pipeline.frames import FrameSource
+
+
+@dataclass
+class IoResult:
+    size: str
+    operation: str
+    frames: int
+    seconds: float
+    file_mb: float  # bytes on disk touched, MB (10^6)
+    pixel_mb: float  # uncompressed pixel bytes produced or consumed, MB
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def file_mb_s(self) -> float:
+        return self.file_mb / self.seconds
+
+    @property
+    def pixel_mb_s(self) -> float:
+        return self.pixel_mb / self.seconds
+
+
+def _plate_rgb(width: int, height: int, seed: int) -> np.ndarray:
+    """Textured, grainy, scene-linear: compresses like a real plate, not like a flat card."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0.02, 1.2, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+    rgb = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return rgb + rng.normal(0, 0.01, rgb.shape).astype(np.float32)
+
+
+def _mattes(width: int, height: int, layers: int, frame: int) -> list[np.ndarray]:
+    """Soft ellipses that move, one per layer, as half."""
+    yy, xx = np.ogrid[0:height, 0:width]
+    out = []
+    for i in range(layers):
+        cx = width * (0.2 + 0.6 * i / max(1, layers - 1)) + 3 * frame
+        cy = height * 0.5
+        d = np.sqrt(((xx - cx) / (0.12 * width)) ** 2 + ((yy - cy) / (0.3 * height)) ** 2)
+        out.append(to_half(np.clip((1.0 - d) * 40.0, 0.0, 1.0).astype(np.float32)))
+    return out
+
+
+def write_plates(folder: Path, width: int, height: int, frames: int) -> tuple[Path, Path]:
+    """``frames`` EXR (half RGB, ZIP) and 10-bit DPX plate frames; returns both patterns."""
+    import OpenImageIO as oiio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        rgb = _plate_rgb(width, height, i)
+        channels = {c: rgb[..., k].astype(np.float16) for k, c in enumerate("RGB")}
+        write_exr_atomic(folder / f"plate.{1001 + i}.exr", channels, {})
+        spec = oiio.ImageSpec(width, height, 3, oiio.UINT16)
+        spec.attribute("oiio:BitsPerSample", 10)
+        out = oiio.ImageOutput.create(str(folder / f"scan.{1001 + i}.dpx"))
+        out.open(str(folder / f"scan.{1001 + i}.dpx"), spec)
+        out.write_image((np.clip(rgb / 1.3, 0, 1) * 65535).astype(np.uint16))
+        out.close()
+    return folder / "plate.####.exr", folder / "scan.####.dpx"
+
+
+def _timed(frames: list[int], run: Callable[[int], None]) -> float:
+    started = time.perf_counter()
+    for frame in frames:
+        run(frame)
+    return time.perf_counter() - started
+
+
+def measure(
+    workdir: Path,
+    width: int,
+    height: int,
+    settings: Settings,
+    *,
+    frames: int = 8,
+    layers: int = 4,
+    max_side: int = 1024,
+    threads: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> list[IoResult]:
+    set_exr_threads(settings.exr_threads)
+    size = f"{width}x{height}"
+    folder = workdir / size
+    say = progress or (lambda _: None)
+    say(f"{size}: writing {frames} plate frames")
+    exr_pattern, dpx_pattern = write_plates(folder, width, height, frames)
+    numbers = list(range(1001, 1001 + frames))
+    results: list[IoResult] = []
+    rgb_mb = width * height * 3 * 4 / 1e6  # float32 RGB out of the decoder
+
+    for label, pattern, colourspace in (("EXR", exr_pattern, "ACEScg"), ("DPX 10-bit", dpx_pattern, "cineon")):
+        plate = resolve_plate(str(pattern), None)
+        disk = sum(plate.path_for(f).stat().st_size for f in numbers) / 1e6
+        say(f"{size}: decoding {label}")
+        seconds = _timed(numbers, lambda f, p=plate: read_image(p.path_for(f)))
+        results.append(IoResult(size, f"{label} decode", frames, seconds, disk, rgb_mb * frames))
+        decoder = PlateDecoder.open(
+            plate,
+            max_side,
+            colourspace,
+            ocio_config=settings.ocio_config,
+            display=settings.ocio_display,
+            view=settings.ocio_view,
+            use_ocio=settings.use_ocio,
+        )
+        seconds = _timed(numbers, decoder.model_frame)
+        results.append(IoResult(size, f"{label} → model input", frames, seconds, disk, rgb_mb * frames))
+        with FrameSource(decoder, keep=frames, threads=threads, ahead=threads * 2) as source:
+            started = time.perf_counter()
+            for pos in range(frames):
+                source.at(pos)
+            seconds = time.perf_counter() - started
+        results.append(IoResult(size, f"{label} → model input ×{threads}", frames, seconds, disk, rgb_mb * frames))
+
+    names = [f"object_{i + 1:02d}" for i in range(layers)]
+    out = folder / "mattes"
+    header = cryptomatte.header(names) | {"displayWindow": ((0, 0), (width - 1, height - 1))}
+    for crypto in (False, True):
+        say(f"{size}: writing mattes{' + Cryptomatte' if crypto else ''}")
+        paths = [out / f"{'crypto' if crypto else 'plain'}.{f}.exr" for f in numbers]
+        mattes = {f: _mattes(width, height, layers, f) for f in numbers}
+        seconds = _timed(
+            numbers,
+            lambda f, c=crypto, p=paths, m=mattes: write_exr_atomic(
+                p[f - 1001], matte_channels(names, m[f], (width, height), c), header if c else {}, "zip"
+            ),
+        )
+        disk = sum(p.stat().st_size for p in paths) / 1e6
+        pixel_bytes = width * height * ((layers + 1) * 2 + (12 * 4 if crypto else 0))
+        label = f"write {layers} layers{' + crypto' if crypto else ''}"
+        results.append(IoResult(size, label, frames, seconds, disk, pixel_bytes * frames / 1e6))
+    return results
