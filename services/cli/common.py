@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from schemas import JobState, JobStatus
+from schemas import JobState, JobStatus, format_frame_range
 from services.client import FarmAPIError, FarmClient, FarmConnectionError, FarmError
 
 console = Console(stderr=False, highlight=False)
@@ -94,6 +94,8 @@ def print_status(job: JobStatus) -> None:
         f"user {job.user}  priority {job.priority}  attempts {job.attempts}"
     )
     console.print(f"plate   {job.spec.plate}  ({len(job.frames)} frames)   prompt '{job.spec.prompt}'")
+    if job.missing_frames:
+        console.print(f"[yellow]skipped (not on disk): {format_frame_range(job.missing_frames)}[/]")
     for warning in job.warnings:
         console.print(f"[bold red]⚠ {warning}[/]")
     table = Table("stage", "state", "frames", "seconds", "fps")
@@ -120,6 +122,9 @@ def print_status(job: JobStatus) -> None:
     console.print(f"output  {job.output_pattern}")
     if job.manifest:
         console.print(f"manifest {job.manifest}")
+    if job.review:
+        console.print(f"review  {job.review.movie}")
+        console.print(f"        {job.review.contact_sheet}")
     if job.error:
         console.print(f"[red]error: {job.error}[/]")
 

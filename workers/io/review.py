@@ -82,7 +82,7 @@ def burn_in(image: np.ndarray, top_left: str, top_right: str, legend: list[tuple
         if x + swatch + tw + 16 > w:
             x, y = 8, y - line
         cv2.rectangle(image, (x, y - swatch), (x + swatch, y), colour, -1)
-        _text(image, name, (x + swatch + 4, y), scale * 0.8, colour)
+        _text(image, name, (x + swatch + 4, y), scale * 0.8, (255, 255, 255) if present else (150, 150, 150))
         x += swatch + tw + 20
 
 
@@ -197,14 +197,15 @@ def write_contact_sheet(path: Path, thumbs: Mapping[int, np.ndarray], title: str
     th, tw = thumbs[frames[0]].shape[:2]
     columns = min(SHEET_COLUMNS, len(frames))
     rows = -(-len(frames) // columns)
-    pad, header = 8, 40
-    sheet = np.full((header + rows * (th + pad) + pad, columns * (tw + pad) + pad, 3), 24, np.uint8)
+    pad, header, caption = 8, 40, 24
+    cell = th + caption + pad
+    sheet = np.full((header + rows * cell + pad, columns * (tw + pad) + pad, 3), 24, np.uint8)
     _text(sheet, title, (pad, 28), 0.8, (255, 255, 255))
     for i, frame in enumerate(frames):
-        y = header + (i // columns) * (th + pad)
+        y = header + (i // columns) * cell
         x = pad + (i % columns) * (tw + pad)
-        sheet[y : y + th, x : x + tw] = thumbs[frame]
-        _text(sheet, str(frame), (x + 6, y + th - 8), 0.6, (255, 255, 0))
+        _text(sheet, str(frame), (x, y + caption - 6), 0.6, (255, 255, 0))  # the source frame number
+        sheet[y + caption : y + caption + th, x : x + tw] = thumbs[frame]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".jpg", dir=path.parent)
     os.close(fd)
