@@ -109,6 +109,11 @@ def test_a_job_runs_end_to_end_through_redis_and_a_worker_process(farm: Farm) ->
         "demo",
         "--priority",
         "70",
+        "--colourspace",
+        "linear",
+        "--frames",
+        "1001-1024",
+        "--skip-missing",
     )
     assert submitted.returncode == 0, submitted.stderr + submitted.stdout
     job_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
@@ -126,6 +131,8 @@ def test_a_job_runs_end_to_end_through_redis_and_a_worker_process(farm: Farm) ->
             time.sleep(0.1)
     worker_log = (farm.logs / "worker.log").read_text()
     assert job.state == JobState.SUCCEEDED, f"{job.error}\n{worker_log[-3000:]}"
+    assert job.spec.colourspace == "linear" and job.spec.on_missing_frames == "skip" and job.missing_frames == []
+    assert job.review is not None and Path(job.review.movie).is_file()  # the cpu-queue export made it
     assert seen_midway is not None, "status never showed a stage part-way through"
     assert seen_midway[2] in (24, 10)
 

@@ -15,7 +15,10 @@ from services.cli.common import client, console, farm_errors, follow_job, print_
 @click.command()
 @click.argument("plate")
 @click.option("--prompt", "-p", required=True, help="Comma-separated classes, e.g. 'person, car'.")
-@click.option("--frames", "-f", default=None, help="Frame range, e.g. 1001-1100 (default: frames on disk).")
+@click.option("--frames", "-f", default=None, help="Frame range, e.g. 1001-1100 (default: the span on disk).")
+@click.option("--skip-missing", is_flag=True, help="Skip frames of the range that are not on disk (and list them).")
+@click.option("--part", default=None, help="Multi-part EXR: the part to read (default: the first RGB part).")
+@click.option("--colourspace", default=None, help="Plate colour space, e.g. ACEScg, linear, srgb, cineon.")
 @click.option("--output-root", "-o", default=None, help="Where mattes go (default: the current folder).")
 @click.option("--priority", type=click.IntRange(0, 100), default=50, show_default=True)
 @click.option("--show", default=None)
@@ -33,6 +36,9 @@ def submit(
     plate: str,
     prompt: str,
     frames: str | None,
+    skip_missing: bool,
+    part: str | None,
+    colourspace: str | None,
     output_root: str | None,
     priority: int,
     show: str | None,
@@ -47,6 +53,9 @@ def submit(
         "plate": plate_path,
         "prompt": prompt,
         "frames": frames,
+        "on_missing_frames": "skip" if skip_missing else None,
+        "plate_part": part,
+        "colourspace": colourspace,
         "priority": priority,
         "show": show,
         "shot": shot,
