@@ -24,7 +24,7 @@ from services.errors import InvalidSpec, JobConflict, JobNotFound, NotAllowed, P
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
-from workers.io.plate import PlateDecoder, PlateError, PlateInfo, plate_colourspace, resolve_plate
+from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
@@ -108,17 +108,8 @@ class JobService:
             plate = resolve_plate(
                 spec.plate, frames, skip_missing=spec.on_missing_frames == MissingFrames.SKIP, part=spec.plate_part
             )
-            s = self.settings
             # Built here so a colour space the config lacks is refused now, not hours later on a worker.
-            PlateDecoder.open(
-                plate,
-                spec.options.max_side,
-                plate_colourspace(plate, spec.colourspace, s.exr_colourspace),
-                ocio_config=s.ocio_config,
-                display=s.ocio_display,
-                view=s.ocio_view,
-                use_ocio=s.use_ocio,
-            )
+            PlateDecoder.configured(plate, spec.options.max_side, spec.colourspace, self.settings)
         except PlateError as exc:
             raise InvalidSpec.on_field(exc.field, exc.message) from None
         confine_existing([plate.path_for(f) for f in plate.frames], roots, "plate", "read")

@@ -16,25 +16,24 @@ from schemas import JobState
 from tests.factories import ALICE
 from tests.plates import write_exr_plate, write_oiio_plate
 from workers.io.colour import ColourConverter, cineon_to_linear, linear_to_srgb, srgb_to_linear
-from workers.io.plate import PlateDecoder, PlateError, plate_colourspace, resolve_plate
+from workers.io.plate import PlateDecoder, PlateError, resolve_plate
 from workers.pipeline.export import plate_matte
 from workers.pipeline.frames import FrameSource
 
 AUTH = {"Authorization": f"Bearer {ALICE}"}
 
 
-def decoder_for(pattern: Path, settings: Settings, *, max_side: int = 1024, part: str | None = None, **kw: object):
+def decoder_for(
+    pattern: Path,
+    settings: Settings,
+    *,
+    max_side: int = 1024,
+    part: str | None = None,
+    colourspace: str | None = None,
+    use_ocio: bool = True,
+) -> PlateDecoder:
     plate = resolve_plate(str(pattern), None, part=part)
-    colourspace = plate_colourspace(plate, kw.pop("colourspace", None), settings.exr_colourspace)  # type: ignore[arg-type]
-    return PlateDecoder.open(
-        plate,
-        max_side,
-        colourspace,
-        ocio_config=settings.ocio_config,
-        display=settings.ocio_display,
-        view=settings.ocio_view,
-        use_ocio=bool(kw.pop("use_ocio", True)),
-    )
+    return PlateDecoder.configured(plate, max_side, colourspace, settings.model_copy(update={"use_ocio": use_ocio}))
 
 
 # --- sequences ------------------------------------------------------------------------------

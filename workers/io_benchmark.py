@@ -115,15 +115,7 @@ def measure(
         say(f"{size}: decoding {label}")
         seconds = _timed(numbers, lambda f, p=plate: read_image(p.path_for(f)))
         results.append(IoResult(size, f"{label} decode", frames, seconds, disk, rgb_mb * frames))
-        decoder = PlateDecoder.open(
-            plate,
-            max_side,
-            colourspace,
-            ocio_config=settings.ocio_config,
-            display=settings.ocio_display,
-            view=settings.ocio_view,
-            use_ocio=settings.use_ocio,
-        )
+        decoder = PlateDecoder.configured(plate, max_side, colourspace, settings)
         seconds = _timed(numbers, decoder.model_frame)
         results.append(IoResult(size, f"{label} → model input", frames, seconds, disk, rgb_mb * frames))
         with FrameSource(decoder, keep=frames, threads=threads, ahead=threads * 2) as source:

@@ -20,7 +20,7 @@ from schemas import JobState, JobStatus, ModelsUsed, ReviewLinks, StageName, Sta
 from services.store import Database, JobStore
 from services.store.repository import Claim
 from workers.io.exr import set_exr_threads
-from workers.io.plate import PlateDecoder, PlateError, PlateInfo, plate_colourspace, resolve_plate
+from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
@@ -227,16 +227,7 @@ class WorkerRuntime:
         return resolve_plate(job.spec.plate, job.frames, part=job.spec.plate_part)
 
     def _decoder(self, job: JobStatus, plate: PlateInfo, max_side: int) -> PlateDecoder:
-        s = self.settings
-        return PlateDecoder.open(
-            plate,
-            max_side,
-            plate_colourspace(plate, job.spec.colourspace, s.exr_colourspace),
-            ocio_config=s.ocio_config,
-            display=s.ocio_display,
-            view=s.ocio_view,
-            use_ocio=s.use_ocio,
-        )
+        return PlateDecoder.configured(plate, max_side, job.spec.colourspace, self.settings)
 
     def _record_models(self, job_id: str, models: ModelSet) -> None:
         used = ModelsUsed(

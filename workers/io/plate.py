@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from farm_config.settings import Settings
 from schemas.frames import format_frame_range
 from workers.io.colour import ColourConverter, ColourError, default_colourspace
 from workers.io.images import EXR_SUFFIXES, OIIO_SUFFIXES, Geometry, ImageInfo, ImageReadError, probe_image, read_image
@@ -145,6 +146,19 @@ class PlateDecoder:
         except ColourError as exc:
             raise PlateError("colourspace", str(exc)) from None
         return cls(plate, colour, max_side)
+
+    @classmethod
+    def configured(cls, plate: PlateInfo, max_side: int, colourspace: str | None, settings: Settings) -> PlateDecoder:
+        """A decoder with the farm's OCIO settings; ``colourspace`` None means the plate's default."""
+        return cls.open(
+            plate,
+            max_side,
+            plate_colourspace(plate, colourspace, settings.exr_colourspace),
+            ocio_config=settings.ocio_config,
+            display=settings.ocio_display,
+            view=settings.ocio_view,
+            use_ocio=settings.use_ocio,
+        )
 
     @property
     def size(self) -> tuple[int, int]:
