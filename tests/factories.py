@@ -38,6 +38,9 @@ class RecordingQueue:
     def enqueue(self, job_id: str, priority: int) -> None:
         self.enqueued.append((job_id, priority))
 
+    def depth(self) -> dict[str, int]:
+        return {"gpu": len(self.enqueued), "cpu": 0}
+
 
 class DownQueue:
     def enqueue(self, job_id: str, priority: int) -> None:

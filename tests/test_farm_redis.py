@@ -153,6 +153,11 @@ def test_a_job_runs_end_to_end_through_redis_and_a_worker_process(farm: Farm) ->
     followed = farm.cli("status", job_id, "--follow")
     assert followed.returncode == 0 and "24/24" in followed.stdout
 
+    # Prometheus sees the finished job, and Redis answers for the queue depth (nothing left waiting).
+    metrics = httpx.get(f"{farm.url}/metrics", timeout=10).text
+    assert 'mattefarm_jobs{state="succeeded"} 1.0' in metrics
+    assert "mattefarm_broker_up 1.0" in metrics and 'mattefarm_queue_messages{queue="gpu"} 0.0' in metrics
+
 
 def test_cancel_a_running_job_from_the_cli(farm: Farm) -> None:
     with farm.client() as client:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from farm_config.settings import Settings, get_settings
 from schemas import ErrorBody, FieldProblem
-from services.api.routes import health, jobs
+from services.api.routes import health, jobs, metrics
 from services.errors import FarmServiceError
 from services.jobs import JobService, Queue
 from services.queue import JobQueue
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, queue: Queue | None = None) -> 
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
 
     @app.exception_handler(FarmServiceError)
     async def _farm_error(_: Request, exc: FarmServiceError) -> JSONResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -50,6 +51,17 @@ class JobFilter:
     show: str | None = None
     shot: str | None = None
     user: str | None = None
+
+
+@dataclass
+class FarmSnapshot:
+    jobs: dict[str, int]  # state -> count
+    stages: dict[tuple[str, str], int]  # (stage, state) -> count
+    oldest_queued_at: datetime | None
+    waits: list[float]  # seconds from submission to a worker starting, recent jobs
+    retries: int  # attempts beyond the first, recent jobs
+    counters: list[dict[str, int]]  # recent jobs' model-call counters
+    stage_times: list[tuple[str, float, int]]  # (stage, seconds, frames) of recent finished stages
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,38 @@ class JobStore:
             query = select(JobRow.version).where(JobRow.output_dir.startswith(output_dir_prefix, autoescape=True))
             rows = s.scalars(query).all()
             return max(rows, default=0)
+
+    def farm_snapshot(self, recent_days: float = 7.0) -> FarmSnapshot:
+        """Counts by state (all jobs) and timings of recent jobs, for ``/metrics``."""
+        since = utcnow() - timedelta(days=recent_days)
+        with self.db.session() as s:
+            jobs = {state: n for state, n in s.execute(select(JobRow.state, func.count()).group_by(JobRow.state))}
+            stages = {
+                (name, state): n
+                for name, state, n in s.execute(
+                    select(StageRow.name, StageRow.state, func.count()).group_by(StageRow.name, StageRow.state)
+                )
+            }
+            oldest = s.scalar(select(func.min(JobRow.created_at)).where(JobRow.state == JobState.QUEUED))
+            recent = s.execute(
+                select(JobRow.created_at, JobRow.started_at, JobRow.attempts, JobRow.counters).where(
+                    JobRow.created_at >= since
+                )
+            ).all()
+            stage_times = s.execute(
+                select(StageRow.name, StageRow.seconds, StageRow.frames_done)
+                .join(JobRow, JobRow.id == StageRow.job_id)
+                .where(JobRow.created_at >= since, StageRow.state == StageState.SUCCEEDED)
+            ).all()
+        return FarmSnapshot(
+            jobs=jobs,
+            stages=stages,
+            oldest_queued_at=_aware(oldest),
+            waits=[(_aware(st) - _aware(ct)).total_seconds() for ct, st, _, _ in recent if st is not None],
+            retries=sum(max(0, attempts - 1) for _, _, attempts, _ in recent),
+            counters=[dict(c or {}) for _, _, _, c in recent],
+            stage_times=[(name, sec, frames) for name, sec, frames in stage_times if sec is not None],
+        )
 
     # --- control ----------------------------------------------------------------------------
 
@@ -346,6 +390,12 @@ def _status(row: JobRow) -> JobStatus:
         started_at=row.started_at,
         seconds=seconds,
     )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _missing_frames(row: JobRow) -> list[int]:

@@ -1,0 +1,18 @@
+"""/metrics for Prometheus (no token: scrapers are kept out at the network, like /healthz)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from services import metrics
+from services.api.deps import ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus_metrics(jobs: ServiceDep) -> Response:
+    depth = getattr(jobs.queue, "depth", None)
+    return Response(metrics.render(jobs.store, depth), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,59 @@
+"""/metrics after real work: a finished job and a queued one, scraped and parsed like Prometheus does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from farm_config import Settings
+from schemas import JobState
+from tests.factories import ALICE, RecordingQueue
+from tests.test_job_runner import submit
+from workers.job_runner import WorkerRuntime
+
+
+def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = api.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_after_a_job(
+    settings: Settings, shot: Path, farm_root: Path, api: TestClient, queue: RecordingQueue
+) -> None:
+    runtime = WorkerRuntime(settings)
+    try:
+        done = submit(settings, shot, farm_root)
+        assert runtime.run_job(done)
+        runtime.export_job(done)
+        assert runtime.store.get(done).state == JobState.SUCCEEDED
+    finally:
+        runtime.close()
+    api.post(
+        "/jobs",
+        json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
+        headers={"Authorization": f"Bearer {ALICE}"},
+    )
+    m = scrape(api)
+    assert m[("mattefarm_jobs", (("state", "succeeded"),))] == 1
+    assert m[("mattefarm_jobs", (("state", "queued"),))] == 1
+    assert m[("mattefarm_jobs", (("state", "failed"),))] == 0
+    for stage in ("detect", "segment", "track", "export"):
+        assert m[("mattefarm_stages", (("stage", stage), ("state", "succeeded")))] == 1
+        assert m[("mattefarm_stage_seconds_count", (("stage", stage),))] == 1
+        assert m[("mattefarm_stage_seconds_sum", (("stage", stage),))] > 0
+    for stage in ("detect", "segment", "track"):
+        assert 0 < m[("mattefarm_gpu_seconds_per_frame", (("stage", stage),))] < 30
+    assert m[("mattefarm_queue_messages", (("queue", "gpu"),))] == len(queue.enqueued) == 1
+    assert m[("mattefarm_broker_up", ())] == 1
+    assert m[("mattefarm_job_wait_seconds_count", ())] == 1  # only the finished job has started
+    assert m[("mattefarm_queue_oldest_wait_seconds", ())] >= 0
+    assert m[("mattefarm_job_retries_total", ())] == 0
+    assert m[("mattefarm_model_calls_total", (("kind", "frames_written"),))] == 8
+    assert m[("mattefarm_model_calls_total", (("kind", "detector_calls"),))] == 8
