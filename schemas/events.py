@@ -18,6 +18,7 @@ class EventKind(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RETRY = "retry"
+    NOTIFIED = "notified"  # a webhook delivery, or its failure
 
 
 class Event(BaseModel):

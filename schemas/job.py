@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,6 +121,21 @@ class JobSpec(BaseModel):
     show: str | None = Field(None, max_length=64)
     shot: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     options: PipelineOptions = Field(default_factory=PipelineOptions)
+    notify_url: str | None = Field(
+        None, max_length=2000, description="Webhook: POSTed the job's summary when it finishes (any outcome)."
+    )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        parsed = urlsplit(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                "notify_url must be an http:// or https:// URL with a host, e.g. https://hooks.example/roto"
+            )
+        return url.strip()
 
     @field_validator("prompt")
     @classmethod

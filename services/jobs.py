@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ from services.errors import InvalidSpec, JobConflict, JobNotFound, NotAllowed, P
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
+from services.webhooks import notify_finished
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
@@ -93,6 +95,10 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r}")
         if owner != grant.user and not grant.is_admin:
             raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may cancel it")
+        if self.store.cancel_queued(job_id, grant.user, request.reason):
+            # The worker never sees this job, so the API sends its webhook (off the request thread).
+            threading.Thread(target=notify_finished, args=(self.store, job_id, "api"), daemon=True).start()
+            return self.get(job_id)
         state = self.store.request_cancel(job_id, grant.user, request.reason)
         if state in (JobState.SUCCEEDED, JobState.FAILED):
             raise JobConflict(f"job {job_id} already {state}; nothing to cancel")

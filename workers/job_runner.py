@@ -19,6 +19,7 @@ from farm_config.settings import Settings
 from schemas import JobState, JobStatus, ModelsUsed, ReviewLinks, StageName, StageState, split_prompt
 from services.store import Database, JobStore
 from services.store.repository import Claim
+from services.webhooks import notify_finished
 from workers.io.exr import set_exr_threads
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 from workers.io.review import ReviewWriter
@@ -102,13 +103,12 @@ class WorkerRuntime:
         """Run detection and segmentation; True when the export should be queued."""
         claim = self.store.claim(job_id, self.name, self.settings.max_attempts)
         if claim == Claim.CANCELED:
-            self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled")
+            self._finish(job_id, JobState.CANCELED, error="canceled")
             return False
         if claim == Claim.GAVE_UP:
-            self.store.finish(
+            self._finish(
                 job_id,
                 JobState.FAILED,
-                self.name,
                 error=f"gave up after {self.settings.max_attempts} attempts (the worker died each time)",
             )
             return False
@@ -134,12 +134,12 @@ class WorkerRuntime:
             self.store.record_run(job_id, counters=result.counters, layers=result.layers)
             return True
         except JobCanceled:
-            self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled while running")
+            self._finish(job_id, JobState.CANCELED, error="canceled while running")
         except PlateError as exc:
-            self.store.finish(job_id, JobState.FAILED, self.name, error=f"{exc.field}: {exc.message}")
+            self._finish(job_id, JobState.FAILED, error=f"{exc.field}: {exc.message}")
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            self.store.finish(job_id, JobState.FAILED, self.name, error=f"{type(exc).__name__}: {exc}")
+            self._finish(job_id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
         return False
 
     # --- the CPU part: EXR packing and the manifest -----------------------------------------
@@ -148,7 +148,7 @@ class WorkerRuntime:
         job = self._job(job_id)
         if job.state != JobState.RUNNING:
             if job.state == JobState.CANCELING:
-                self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled before export")
+                self._finish(job_id, JobState.CANCELED, error="canceled before export")
             return
         review: ReviewWriter | None = None
         try:
@@ -203,19 +203,24 @@ class WorkerRuntime:
                 manifest, job_manifest(self._job(job_id), plate, models_view.colour, written, review_files)
             )
             shutil.rmtree(_scratch(job), ignore_errors=True)
-            self.store.finish(job_id, JobState.SUCCEEDED, self.name, manifest=str(manifest))
+            self._finish(job_id, JobState.SUCCEEDED, manifest=str(manifest))
         except JobCanceled:
-            self.store.finish(job_id, JobState.CANCELED, self.name, error="canceled during export")
+            self._finish(job_id, JobState.CANCELED, error="canceled during export")
         except PlateError as exc:
-            self.store.finish(job_id, JobState.FAILED, self.name, error=f"{exc.field}: {exc.message}")
+            self._finish(job_id, JobState.FAILED, error=f"{exc.field}: {exc.message}")
         except Exception as exc:
             log.exception("job %s export failed", job_id)
-            self.store.finish(job_id, JobState.FAILED, self.name, error=f"export: {type(exc).__name__}: {exc}")
+            self._finish(job_id, JobState.FAILED, error=f"export: {type(exc).__name__}: {exc}")
         finally:
             if review is not None:
                 review.abort()  # no-op after close; otherwise drops the half-written movie
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _finish(self, job_id: str, state: JobState, **details: str) -> None:
+        """Close the job; whoever closes it sends its webhook, so it goes out once."""
+        if self.store.finish(job_id, state, self.name, **details):
+            notify_finished(self.store, job_id, self.name)
 
     def _job(self, job_id: str) -> JobStatus:
         job = self.store.get(job_id)

@@ -156,6 +156,10 @@ class JobStore:
             rows = s.scalars(query).all()
             return max(rows, default=0)
 
+    def add_event(self, job_id: str, kind: EventKind, actor: str, message: str) -> None:
+        with self.db.session() as s:
+            s.add(_event(job_id, kind, actor, message))
+
     def farm_snapshot(self, recent_days: float = 7.0) -> FarmSnapshot:
         """Counts by state (all jobs) and timings of recent jobs, for ``/metrics``."""
         since = utcnow() - timedelta(days=recent_days)
@@ -190,20 +194,26 @@ class JobStore:
 
     # --- control ----------------------------------------------------------------------------
 
-    def request_cancel(self, job_id: str, actor: str, reason: str | None) -> JobState:
-        """Cancel a queued job at once; ask a running one to stop. Returns the new state."""
+    def cancel_queued(self, job_id: str, actor: str, reason: str | None) -> bool:
+        """Close a job that has not started; True only for the call that closed it."""
         why = f": {reason}" if reason else ""
         with self.db.session() as s:
-            now = utcnow()
             done = s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
-                .values(state=JobState.CANCELED, cancel_requested=True, finished_at=now)
+                .values(state=JobState.CANCELED, cancel_requested=True, finished_at=utcnow())
             ).rowcount
             if done:
                 _set_open_stages(s, job_id, StageState.CANCELED)
                 s.add(_event(job_id, EventKind.CANCELED, actor, f"canceled before it started{why}"))
-                return JobState.CANCELED
+            return bool(done)
+
+    def request_cancel(self, job_id: str, actor: str, reason: str | None) -> JobState:
+        """Cancel a queued job at once; ask a running one to stop. Returns the new state."""
+        if self.cancel_queued(job_id, actor, reason):
+            return JobState.CANCELED
+        why = f": {reason}" if reason else ""
+        with self.db.session() as s:
             done = s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING)

@@ -1,0 +1,128 @@
+"""Per-job webhooks: delivered once when a job finishes, whatever the outcome, to a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm_config import Settings
+from schemas import EventKind, JobState
+from tests.factories import ALICE
+from tests.test_job_runner import submit
+from workers.job_runner import WorkerRuntime
+
+
+class Receiver:
+    """A loopback webhook receiver answering ``status`` to every POST."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status, self.posts = status, queue.Queue[dict]()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.put(json.loads(body))
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def all(self) -> list[dict]:
+        items = []
+        while not self.posts.empty():
+            items.append(self.posts.get_nowait())
+        return items
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
+    rt = WorkerRuntime(settings)
+    yield rt
+    rt.close()
+
+
+def test_a_finished_job_is_posted_once(
+    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
+) -> None:
+    job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
+    runtime.run_job(job_id)
+    runtime.export_job(job_id)
+    posts = receiver.all()
+    assert len(posts) == 1
+    post = posts[0]
+    assert (post["event"], post["id"], post["state"], post["shot"]) == ("job.succeeded", job_id, "succeeded", "sh010")
+    assert post["manifest"].endswith("sh010_roto_v001.json") and post["review"]["movie"].endswith(".mp4")
+    events = runtime.store.events(job_id)
+    assert [e.message for e in events if e.kind == EventKind.NOTIFIED] == ["webhook delivered: job.succeeded"]
+
+
+def test_a_failed_job_is_posted_with_its_error(
+    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
+) -> None:
+    job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
+    (shot.parent / "sh010.1003.exr").unlink()
+    assert runtime.run_job(job_id) is False
+    (post,) = receiver.all()
+    assert post["event"] == "job.failed" and "1003" in post["error"]
+
+
+def test_a_receiver_that_is_down_costs_an_event_not_the_job(
+    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    broken = Receiver(status=500)
+    try:
+        job_id = submit(settings, shot, farm_root, notify_url=broken.url)
+        runtime.run_job(job_id)
+        runtime.export_job(job_id)
+        assert len(broken.all()) == 3  # retried with backoff, then given up
+    finally:
+        broken.close()
+    assert runtime.store.get(job_id).state == JobState.SUCCEEDED
+    notes = [e.message for e in runtime.store.events(job_id) if e.kind == EventKind.NOTIFIED]
+    assert notes == ["webhook failed after retries: HTTP 500"]
+
+
+def test_canceling_a_queued_job_posts_from_the_api(
+    api: TestClient, shot: Path, farm_root: Path, receiver: Receiver
+) -> None:
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    body = {"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "o"), "notify_url": receiver.url}
+    job_id = api.post("/jobs", json=body, headers=auth).json()["id"]
+    assert api.post(f"/jobs/{job_id}/cancel", json={"reason": "wrong shot"}, headers=auth).json()["state"] == "canceled"
+    post = receiver.posts.get(timeout=10)
+    assert post["event"] == "job.canceled" and post["id"] == job_id
+    api.post(f"/jobs/{job_id}/cancel", json={"reason": "again"}, headers=auth)
+    with pytest.raises(queue.Empty):
+        receiver.posts.get(timeout=0.5)  # once, not per cancel call
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.example/x", "hooks.example/x", "http:///nohost"])
+def test_a_bad_webhook_url_is_refused(api: TestClient, shot: Path, farm_root: Path, url: str) -> None:
+    body = {"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "o"), "notify_url": url}
+    response = api.post("/jobs", json=body, headers={"Authorization": f"Bearer {ALICE}"})
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["field"] == "notify_url"
