@@ -166,7 +166,7 @@ class WorkerRuntime:
             )
             if self.settings.review:
                 review = ReviewWriter(
-                    decoder=self._decoder(job, plate, self.settings.review_max_side),
+                    decoder=models_view,  # the review passes its own size; one colour conversion serves both
                     movie_path=Path(job.output_dir) / "review" / f"{stem}.mp4",
                     sheet_path=Path(job.output_dir) / "review" / f"{stem}_contact.jpg",
                     layer_names=[layer.name for layer in job.layers],

@@ -79,13 +79,15 @@ class FrameHeaders:
     def __init__(self, plate: PlateInfo) -> None:
         self.plate = plate
         self.has_timecode = plate.info.timecode is not None
+        # The EXR header and the review burn-in both ask for the frame being exported: read it once.
+        self._last: tuple[int, Any] = (plate.frames[0], plate.info.timecode)
 
     def timecode(self, frame: int) -> Any:
         if not self.has_timecode:
             return None
-        if frame == self.plate.frames[0]:
-            return self.plate.info.timecode
-        return probe_image(self.plate.path_for(frame), self.plate.info.part).timecode
+        if frame != self._last[0]:
+            self._last = (frame, probe_image(self.plate.path_for(frame), self.plate.info.part).timecode)
+        return self._last[1]
 
     def __call__(self, frame: int) -> dict[str, Any]:
         header: dict[str, Any] = {"mattefarm/sourceFrame": int(frame)}
