@@ -27,7 +27,9 @@ MODEL_CALLS = ("detector_calls", "image_encoder_passes", "mask_decoder_calls", "
 GPU_STAGES = ("detect", "segment", "track")
 
 
-def _histogram(name: str, doc: str, values: Iterable[float], buckets: tuple[float, ...], labels: dict[str, str]):
+def _histogram(
+    name: str, doc: str, values: Iterable[float], buckets: tuple[float, ...], labels: dict[str, str]
+) -> HistogramMetricFamily:
     values = list(values)
     cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in buckets] + [("+Inf", len(values))]
     family = HistogramMetricFamily(name, doc, labels=list(labels))

@@ -6,7 +6,7 @@ stays sRGB); turning that into light is ``workers.io.colour``'s job. Nothing her
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,6 @@ class ImageInfo:
     colour_hint: str | None = None  # what the file says about its encoding (chromaticities, DPX transfer)
     fps: Fraction | None = None
     timecode: Any = None  # OpenEXR.TimeCode, copied to the mattes untouched
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def probe_image(path: Path, part: str | None = None) -> ImageInfo:
@@ -151,7 +150,6 @@ def _probe_exr(path: Path, part: str | None) -> ImageInfo:
         colour_hint=_exr_colour_hint(header),
         fps=header.get("framesPerSecond"),
         timecode=header.get("timeCode"),
-        extra={"compression": str(header.get("compression")), "tiled": header.get("type") == OpenEXR.tiledimage},
     )
 
 

@@ -5,7 +5,7 @@ Plates are only ever opened for reading.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,7 +36,6 @@ class PlateInfo:
     pattern: SequencePattern
     frames: list[int]  # the frames that will be read and written, in order
     info: ImageInfo  # header facts of the first frame
-    missing: list[int] = field(default_factory=list)  # requested but absent (skipped on request)
 
     @property
     def geometry(self) -> Geometry:
@@ -106,7 +105,7 @@ def resolve_plate(
             f"frames {frames[0]} and {frames[-1]} differ in size or windows "
             f"({first.geometry.data_window} vs {last.geometry.data_window}); a plate must keep one format",
         )
-    return PlateInfo(pattern, frames, first, absent)
+    return PlateInfo(pattern, frames, first)
 
 
 def plate_colourspace(plate: PlateInfo, requested: str | None, exr_default: str) -> str:
