@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from farm_config import Settings
 from workers.io.exr import write_exr_atomic
 from workers.synthetic.evaluate import evaluate
 
@@ -99,3 +100,23 @@ def test_cli_eval_reports_scores_and_refuses_bad_folders(tmp_path: Path) -> None
     assert nothing.exit_code == 1
     bad_size = CliRunner().invoke(cli, ["bench", "--size", "big", "--dir", str(tmp_path / "b")])
     assert bad_size.exit_code == 2 and "WIDTHxHEIGHT" in bad_size.output
+    bad_io_size = CliRunner().invoke(cli, ["bench-io", "--size", "4k", "--dir", str(tmp_path)])
+    assert bad_io_size.exit_code == 2 and "'4k'" in bad_io_size.output and "WIDTHxHEIGHT" in bad_io_size.output
+
+
+def test_a_bad_ocio_config_names_the_field_at_submit(settings: Settings, shot: Path, farm_root: Path) -> None:
+    from farm_config import TokenGrant
+    from schemas import JobSpec
+    from services.errors import InvalidSpec
+    from services.jobs import JobService
+    from services.store import Database, JobStore
+    from tests.factories import RecordingQueue
+
+    broken = settings.model_copy(update={"ocio_config": "ocio://no-such-config"})
+    db = Database(broken.resolved_database_url)
+    db.upgrade()
+    service = JobService(broken, JobStore(db), RecordingQueue())
+    spec = JobSpec(plate=str(shot), prompt="ball", output_root=str(farm_root / "o"))
+    with pytest.raises(InvalidSpec) as err:
+        service.submit(spec, TokenGrant("alice", False))
+    assert err.value.problems[0].field == "colourspace" and "ocio://no-such-config" in err.value.message
