@@ -16,8 +16,7 @@ from typing import Any
 
 from farm_config.settings import Settings
 
-RUN_JOB_TASK = "mattefarm.run_job"
-EXPORT_JOB_TASK = "mattefarm.export_job"
+RUN_TASK = "mattefarm.run_task"  # one message per task (a chunk of a stage); the dispatcher names its queue
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,8 +31,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
         }
     else:
+        # No broker priorities: the dispatcher sends a message only when a worker is free, in
+        # priority order from the database, so nothing needs to overtake on the broker.
         broker_url = settings.broker_url
-        transport_options |= {"queue_order_strategy": "priority", "priority_steps": list(range(10))}
     return {
         "broker_url": broker_url,
         "broker_transport_options": transport_options,
@@ -47,7 +47,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Keep running through a broker outage: the result lands in the database, and the message
+        # Redis later redelivers carries a spent token, so it is dropped (no second run).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_send_sent_event": True,
@@ -57,10 +59,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": settings.gpu_queue,
-        "task_routes": {
-            RUN_JOB_TASK: {"queue": settings.gpu_queue},
-            EXPORT_JOB_TASK: {"queue": settings.cpu_queue},
-        },
+        # a warm shutdown gives the running task this long to hand itself back (it checks between frames)
+        "worker_soft_shutdown_timeout": max(10.0, 3 * settings.heartbeat_s),
         "worker_hijack_root_logger": False,
     }
 
@@ -70,8 +70,3 @@ def prepare_local_broker(settings: Settings) -> None:
     if settings.uses_local_broker:
         for name in ("messages", "control"):
             (settings.broker_folder / name).mkdir(parents=True, exist_ok=True)
-
-
-def celery_priority(priority: int) -> int:
-    """Job priority 0..100 (100 first) to the broker's 0..9 (0 first). Redis only approximates it."""
-    return round((100 - priority) * 9 / 100)

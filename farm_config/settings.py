@@ -66,9 +66,33 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(6 * 3600, ge=60)
     task_time_limit_s: int = Field(6 * 3600 + 600, ge=60)
     visibility_timeout_s: int = Field(8 * 3600, ge=60)
-    max_attempts: int = Field(3, ge=1, le=20)
-    gpu_queue: str = "gpu"
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per task before it is dead.")
+    gpu_queue: str = Field("gpu", description="GPU queue, or the prefix of per-class ones (gpu.a4000).")
     cpu_queue: str = "cpu"
+    worker_profile: str | None = Field(None, description="a4000, h100 or cpu: a worker's queue and model defaults.")
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Queues this worker consumes; default: its profile's (or gpu,cpu)."
+    )
+    task_frames: int = Field(50, ge=1, le=10000, description="Frames per task for detect, segment and export.")
+    heartbeat_s: float = Field(5.0, gt=0, le=300, description="How often workers report liveness and progress.")
+    heartbeat_timeout_s: float = Field(
+        60.0, gt=0, description="A running task silent this long is retried elsewhere (its worker is dead)."
+    )
+    lost_message_s: float = Field(
+        60.0, gt=0, description="A queued task whose message the broker no longer holds after this long is re-sent."
+    )
+    dispatch_every_s: float = Field(2.0, gt=0, le=60, description="The dispatcher/reconciler's period.")
+    dispatcher: bool = Field(True, description="Run the dispatcher in the API process; else 'mattefarm dispatcher'.")
+    retry_backoff_s: float = Field(10.0, ge=0, description="First retry's delay; doubles per attempt (± 20 %).")
+    retry_backoff_max_s: float = Field(600.0, ge=0)
+    blocklist_after: int = Field(3, ge=1, description="A host failing this many of a job's tasks gets no more of them.")
+    show_gpu_caps: dict[str, int] = Field(
+        default_factory=dict, description='Concurrent GPU tasks per show, JSON: {"showA": 4}.'
+    )
+    offload_state_to_cpu: bool = Field(False, description="SAM2 tracking state in host memory (16 GB cards).")
+    fault: str = Field(
+        "", description="Fire drills only: 'crash@STAGE', 'exit@STAGE' or 'oom@STAGE' make that stage's tasks fail."
+    )
 
     # Models.
     model_backend: ModelBackend = "sam2-gdino"
@@ -124,7 +148,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8321, ge=1, le=65535)
     page_size_max: int = 200
 
-    @field_validator("read_roots", "write_roots", "tokens", mode="before")
+    @field_validator("read_roots", "write_roots", "tokens", "worker_queues", mode="before")
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
@@ -167,6 +191,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mattefarm.db').resolve()}"
+
+    @property
+    def consumed_queues(self) -> list[str]:
+        """The queues a worker started with these settings consumes."""
+        if self.worker_queues:
+            return list(self.worker_queues)
+        if self.worker_profile:
+            from farm_config.profiles import get_profile
+
+            return [get_profile(self.worker_profile).queue]
+        return [self.gpu_queue, self.cpu_queue]
 
     @property
     def broker_folder(self) -> Path:

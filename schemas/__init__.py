@@ -5,7 +5,6 @@ from schemas.events import Event, EventKind
 from schemas.frames import FrameRangeError, format_frame_range, parse_frame_range
 from schemas.job import (
     STAGE_ORDER,
-    CancelRequest,
     Counters,
     JobHeader,
     JobPage,
@@ -25,15 +24,15 @@ from schemas.job import (
     SubmitResponse,
     split_prompt,
 )
-from schemas.worker import WorkerInfo
+from schemas.worker import FarmOverview, QueueInfo, WorkerInfo
 
 __all__ = [
     "STAGE_ORDER",
-    "CancelRequest",
     "Counters",
     "ErrorBody",
     "Event",
     "EventKind",
+    "FarmOverview",
     "FieldProblem",
     "FrameRangeError",
     "JobHeader",
@@ -46,6 +45,7 @@ __all__ = [
     "MissingFrames",
     "ModelsUsed",
     "PipelineOptions",
+    "QueueInfo",
     "ReviewLinks",
     "StageName",
     "StageState",

@@ -19,6 +19,14 @@ class EventKind(StrEnum):
     FAILED = "failed"
     RETRY = "retry"
     NOTIFIED = "notified"  # a webhook delivery, or its failure
+    PAUSE_REQUESTED = "pause_requested"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    PRIORITY = "priority"
+    TASK_FAILED = "task_failed"
+    TASK_DEAD = "task_dead"
+    REQUEUED = "requeued"  # sent again without counting: shutdown, lost message, infrastructure
+    BLOCKLISTED = "blocklisted"
 
 
 class Event(BaseModel):
@@ -26,3 +34,4 @@ class Event(BaseModel):
     kind: EventKind
     actor: str
     message: str
+    task_id: int | None = None

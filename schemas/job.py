@@ -14,6 +14,8 @@ from schemas.frames import FrameRangeError, parse_frame_range
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSING = "pausing"  # pause asked; running tasks finish their chunk, nothing new starts
+    PAUSED = "paused"
     CANCELING = "canceling"  # cancel asked; the worker stops between frames
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -123,6 +125,15 @@ class JobSpec(BaseModel):
     options: PipelineOptions = Field(default_factory=PipelineOptions)
     notify_url: str | None = Field(
         None, max_length=2000, description="Webhook: POSTed the job's summary when it finishes (any outcome)."
+    )
+    task_frames: int | None = Field(
+        None, ge=1, le=10000, description="Frames per task (chunk) for detect, segment and export; default: farm's."
+    )
+    min_gpu_memory_gb: float | None = Field(
+        None, ge=0, le=1024, description="Send this job's GPU tasks only to workers with at least this much."
+    )
+    allow_smaller_model: bool = Field(
+        False, description="After a GPU out-of-memory, a retry may use the next smaller SAM2."
     )
 
     @field_validator("notify_url")
@@ -259,6 +270,10 @@ class JobSummary(JobHeader):
     prompt: str
     frames_done: int
     frames_total: int
+    progress: float = Field(0.0, description="Share of the job's stage work done, 0..1.")
+    eta_s: float | None = Field(None, description="Seconds left at the rate so far (running jobs).")
+    tasks: dict[str, int] = Field(default_factory=dict, description="Task count by state.")
+    error: str | None = None
 
 
 class JobPage(BaseModel):
@@ -274,8 +289,3 @@ class SubmitResponse(BaseModel):
     version: int
     output_dir: str
     warnings: list[str] = Field(default_factory=list)
-
-
-class CancelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(None, max_length=500)

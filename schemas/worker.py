@@ -1,20 +1,44 @@
-"""What a worker reports about itself."""
+"""What a worker reports about itself, and what the farm says about its queues."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class WorkerInfo(BaseModel):
-    hostname: str
+    name: str = Field(description="Unique per worker process: node@host:pid.")
+    host: str
     pid: int
     queues: list[str]
+    profile: str | None = None
     device: str
     gpu_name: str | None = None
     gpu_memory_total_mb: int | None = None
     gpu_memory_used_mb: int | None = None
-    models: list[str] = []
+    models: list[str] = Field(default_factory=list)
+    current_task: int | None = None
     current_job: str | None = None
+    frames_done: int = 0
+    frames_total: int = 0
+    state: str = Field("online", description="online, stopping (draining) or offline.")
+    online: bool = Field(True, description="Heartbeat is fresh.")
+    started_at: datetime | None = None
     heartbeat_at: datetime | None = None
+
+
+class QueueInfo(BaseModel):
+    name: str
+    messages: int | None = Field(description="Messages on the broker; None when the broker is unreachable.")
+    tasks_queued: int = Field(description="Tasks the database says are on this queue.")
+
+
+class FarmOverview(BaseModel):
+    """One poll's worth for the dashboard."""
+
+    queues: list[QueueInfo]
+    tasks_waiting: int
+    oldest_wait_s: float | None
+    workers: list[WorkerInfo]
+    broker_up: bool

@@ -22,12 +22,17 @@ from farm_config.settings import Settings
 
 
 def worker_command(queues: str, name: str, concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
-    # prefork, not solo: time limits and reject-on-worker-lost need a child process.
+    """One worker node; run it with ``MATTEFARM_WORKER_NODE=name`` (see :func:`worker_env`)."""
+    # prefork, not solo: time limits and a killed task's process need a parent to survive it.
     return [
         sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
         "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-E", "-n", name,
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+
+
+def worker_env(name: str) -> dict[str, str]:
+    return {"MATTEFARM_WORKER_NODE": name}
 
 
 def api_command(host: str, port: int) -> list[str]:
@@ -78,13 +83,13 @@ class EmbeddedFarm:
         token = ensure_dev_token(s) if not s.tokens else s.tokens[0].split(":")[0]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = os.environ | self.env | {"MATTEFARM_DATA_DIR": str(s.data_dir.resolve())}
-        host = socket.gethostname()
-        for name, cmd in (
-            ("api", api_command(s.api_host, s.api_port)),
-            ("worker", worker_command(f"{s.gpu_queue},{s.cpu_queue}", f"embedded@{host}")),
+        node = f"embedded@{socket.gethostname()}"
+        for name, cmd, extra in (
+            ("api", api_command(s.api_host, s.api_port), {}),
+            ("worker", worker_command(",".join(s.consumed_queues), node), worker_env(node)),
         ):
             with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own fd
-                self.processes.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+                self.processes.append(subprocess.Popen(cmd, env=env | extra, stdout=log, stderr=subprocess.STDOUT))
         self._wait_healthy(timeout)
         return token
 

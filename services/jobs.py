@@ -1,4 +1,5 @@
-"""The job service: validate a submission, reserve its output version, store it, queue it."""
+"""The job service: validate a submission, reserve its output version, store it with its tasks,
+and the controls operators use on jobs, stages and tasks."""
 
 from __future__ import annotations
 
@@ -11,33 +12,45 @@ from typing import Protocol
 
 from farm_config.settings import Settings, TokenGrant
 from schemas import (
-    CancelRequest,
     Event,
     JobPage,
     JobSpec,
     JobState,
     JobStatus,
     MissingFrames,
+    StageName,
     SubmitResponse,
     parse_frame_range,
 )
-from services.errors import InvalidSpec, JobConflict, JobNotFound, NotAllowed, PathNotAllowed
+from schemas.task import (
+    BulkControlRequest,
+    BulkControlResult,
+    ControlAction,
+    ControlRequest,
+    ControlResult,
+    TaskLog,
+    TaskStatus,
+    require_reason,
+)
+from services.errors import InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
+from services.store.tasks import TaskStore
 from services.webhooks import notify_finished
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
 
-class Queue(Protocol):
-    def enqueue(self, job_id: str, priority: int) -> None: ...
+class Kick(Protocol):
+    def __call__(self) -> None: ...
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore, queue: Queue) -> None:
-        self.settings, self.store, self.queue = settings, store, queue
+    def __init__(self, settings: Settings, store: JobStore, tasks: TaskStore, kick: Kick = lambda: None) -> None:
+        """``kick`` asks the dispatcher to send work now (after a submit or a control)."""
+        self.settings, self.store, self.tasks, self.kick = settings, store, tasks, kick
 
     def submit(self, spec: JobSpec, grant: TokenGrant) -> SubmitResponse:
         plate = self._check_plate(spec)
@@ -58,13 +71,13 @@ class JobService:
                 output_dir=str(version_dir),
                 output_pattern=str(version_dir / f"{stem}.{'#' * padding}.exr"),
                 warnings=[],
+                task_frames=spec.task_frames or self.settings.task_frames,
+                max_attempts=self.settings.max_attempts,
             )
         )
-        try:
-            self.queue.enqueue(job_id, spec.priority)
-        except Exception:
-            self.store.finish(job_id, JobState.FAILED, "api", error="could not be queued: the broker is unreachable")
-            raise
+        # The job is stored with its tasks: that is "queued". The dispatcher sends messages when
+        # workers are free, so a broker outage delays a job, never loses it.
+        self.kick()
         return SubmitResponse(id=job_id, state=JobState.QUEUED, version=version, output_dir=str(version_dir))
 
     def get(self, job_id: str) -> JobStatus:
@@ -89,20 +102,69 @@ class JobService:
     def list(self, where: JobFilter, offset: int, limit: int) -> JobPage:
         return self.store.list(where, offset, min(limit, self.settings.page_size_max))
 
-    def cancel(self, job_id: str, grant: TokenGrant, request: CancelRequest) -> JobStatus:
+    def tasks_of(self, job_id: str) -> list[TaskStatus]:
+        self.get(job_id)
+        return self.tasks.for_job(job_id)
+
+    def task(self, task_id: int) -> TaskStatus:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise JobNotFound(f"no task {task_id}; list a job's tasks with GET /jobs/{{id}}/tasks")
+        return task
+
+    def task_log(self, task_id: int, lines: int) -> TaskLog:
+        self.task(task_id)
+        return self.tasks.log_tail(task_id, lines)
+
+    # --- controls ---------------------------------------------------------------------------
+
+    def control(
+        self,
+        job_id: str,
+        action: ControlAction,
+        grant: TokenGrant,
+        request: ControlRequest,
+        *,
+        stage: StageName | None = None,
+        task_id: int | None = None,
+    ) -> ControlResult:
+        try:
+            require_reason(action, request)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise InvalidSpec.on_field(field, message) from None
         owner = self.store.owner(job_id)
         if owner is None:
             raise JobNotFound(f"no job {job_id!r}")
         if owner != grant.user and not grant.is_admin:
-            raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may cancel it")
-        if self.store.cancel_queued(job_id, grant.user, request.reason):
-            # The worker never sees this job, so the API sends its webhook (off the request thread).
+            raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may {action} it")
+        rush = action == ControlAction.PRIORITY and (request.priority or 0) > 90
+        if rush and not grant.is_admin:
+            raise NotAllowed("priorities above 90 are for admins (rush); ask a farm admin")
+        result, closed = self.tasks.control(
+            job_id, action, grant.user, reason=request.reason, priority=request.priority, stage=stage, task_id=task_id
+        )
+        if closed:
+            # Nothing was running, so no worker closes it: the API sends the webhook (off-thread).
             threading.Thread(target=notify_finished, args=(self.store, job_id, "api"), daemon=True).start()
-            return self.get(job_id)
-        state = self.store.request_cancel(job_id, grant.user, request.reason)
-        if state in (JobState.SUCCEEDED, JobState.FAILED):
-            raise JobConflict(f"job {job_id} already {state}; nothing to cancel")
-        return self.get(job_id)
+        self.kick()
+        return result
+
+    def control_task(
+        self, task_id: int, action: ControlAction, grant: TokenGrant, request: ControlRequest
+    ) -> ControlResult:
+        task = self.task(task_id)
+        return self.control(task.job_id, action, grant, request, task_id=task_id)
+
+    def bulk(self, action: ControlAction, grant: TokenGrant, request: BulkControlRequest) -> BulkControlResult:
+        """Each job on its own: one refusal (not yours, unknown) does not stop the rest."""
+        results: list[ControlResult] = []
+        for job_id in dict.fromkeys(request.job_ids):
+            try:
+                results.append(self.control(job_id, action, grant, request))
+            except (JobNotFound, NotAllowed, InvalidSpec) as exc:
+                results.append(ControlResult(target=job_id, action=action, ok=False, message=exc.message))
+        return BulkControlResult(results=results)
 
     # --- validation -------------------------------------------------------------------------
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from schemas import STAGE_ORDER, JobState, StageState
+from schemas.task import TaskState
+from services.farm import FarmService
 from services.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ def _histogram(
 
 
 class FarmCollector(Collector):
-    def __init__(self, store: JobStore, queue_depth: Callable[[], dict[str, int]] | None) -> None:
-        self.store, self.queue_depth = store, queue_depth
+    def __init__(self, store: JobStore, farm: FarmService) -> None:
+        self.store, self.farm = store, farm
 
     def collect(self) -> Iterator[Metric]:
         snap = self.store.farm_snapshot()
@@ -54,26 +55,51 @@ class FarmCollector(Collector):
                 stages.add_metric([stage.value, state.value], snap.stages.get((stage.value, state.value), 0))
         yield stages
 
-        depth = GaugeMetricFamily("mattefarm_queue_messages", "Messages waiting on the broker.", labels=["queue"])
-        up = GaugeMetricFamily("mattefarm_broker_up", "1 when the broker answered this scrape.")
-        try:
-            counts = self.queue_depth() if self.queue_depth else {}
-            up.add_metric([], 1)
-        except Exception as exc:  # a scrape must not fail because the broker is down
-            log.warning("queue depth unavailable: %s", exc)
-            counts = {}
-            up.add_metric([], 0)
-        for queue, count in sorted(counts.items()):
-            depth.add_metric([queue], count)
-        yield depth
-        yield up
+        tasks = GaugeMetricFamily("mattefarm_tasks", "Tasks by stage and state.", labels=["stage", "state"])
+        for stage in STAGE_ORDER:
+            for task_state in TaskState:
+                tasks.add_metric([stage.value, task_state.value], snap.tasks.get((stage.value, task_state.value), 0))
+        yield tasks
 
-        oldest = GaugeMetricFamily(
-            "mattefarm_queue_oldest_wait_seconds", "How long the oldest queued job has waited (0 when none)."
+        overview = self.farm.overview()
+        depth = GaugeMetricFamily("mattefarm_queue_messages", "Messages waiting on the broker.", labels=["queue"])
+        queued = GaugeMetricFamily(
+            "mattefarm_queue_tasks", "Tasks the database has sent to each queue, not yet started.", labels=["queue"]
         )
-        now = datetime.now(UTC)
-        oldest.add_metric([], (now - snap.oldest_queued_at).total_seconds() if snap.oldest_queued_at else 0.0)
+        for q in overview.queues:
+            if q.messages is not None:
+                depth.add_metric([q.name], q.messages)
+            queued.add_metric([q.name], q.tasks_queued)
+        yield depth
+        yield queued
+        up = GaugeMetricFamily("mattefarm_broker_up", "1 when the broker answered this scrape.")
+        up.add_metric([], 1 if overview.broker_up else 0)
+        yield up
+        waiting = GaugeMetricFamily("mattefarm_tasks_waiting", "Tasks not yet running (waiting, retrying, queued).")
+        waiting.add_metric([], overview.tasks_waiting)
+        yield waiting
+        oldest = GaugeMetricFamily(
+            "mattefarm_queue_oldest_wait_seconds", "How long the oldest job with unstarted tasks has waited."
+        )
+        oldest.add_metric([], overview.oldest_wait_s or 0.0)
         yield oldest
+
+        worker_up = GaugeMetricFamily(
+            "mattefarm_worker_up", "1 for a worker with a fresh heartbeat.", labels=["worker", "host", "queues"]
+        )
+        busy = GaugeMetricFamily("mattefarm_worker_busy", "1 while the worker runs a task.", labels=["worker"])
+        gpu_used = GaugeMetricFamily(
+            "mattefarm_worker_gpu_memory_used_bytes", "GPU memory in use on the worker.", labels=["worker"]
+        )
+        for w in overview.workers:
+            worker_up.add_metric([w.name, w.host, ",".join(w.queues)], 1 if w.online else 0)
+            busy.add_metric([w.name], 1 if w.current_task is not None else 0)
+            if w.gpu_memory_used_mb is not None:
+                gpu_used.add_metric([w.name], w.gpu_memory_used_mb * 2**20)
+        yield worker_up
+        yield busy
+        yield gpu_used
+
         yield _histogram(
             "mattefarm_job_wait_seconds", "Submission to a worker starting, recent jobs.", snap.waits, WAIT_BUCKETS, {}
         )
@@ -101,9 +127,33 @@ class FarmCollector(Collector):
                 per_frame.add_metric([stage], math.fsum(by_stage[stage]) / frames[stage])
         yield per_frame
 
-        retries = CounterMetricFamily("mattefarm_job_retries", "Attempts beyond the first, recent jobs.")
+        retries = CounterMetricFamily("mattefarm_task_retries", "Task attempts beyond the first, recent jobs.")
         retries.add_metric([], snap.retries)
         yield retries
+
+        task_seconds: dict[str, list[float]] = defaultdict(list)
+        peak: dict[str, int] = {}
+        for stage, seconds, peak_mb in snap.task_times:
+            task_seconds[stage].append(seconds)
+            if peak_mb is not None:
+                peak[stage] = max(peak.get(stage, 0), peak_mb)
+        for stage in STAGE_ORDER:
+            yield _histogram(
+                "mattefarm_task_seconds",
+                "Finished task durations, recent jobs.",
+                task_seconds.get(stage.value, []),
+                STAGE_BUCKETS,
+                {"stage": stage.value},
+            )
+        peak_gpu = GaugeMetricFamily(
+            "mattefarm_stage_peak_gpu_memory_bytes",
+            "Highest GPU memory PyTorch allocated in one task of the stage, recent jobs (GPU workers only).",
+            labels=["stage"],
+        )
+        for stage in GPU_STAGES:
+            if stage in peak:
+                peak_gpu.add_metric([stage], peak[stage] * 2**20)
+        yield peak_gpu
         calls = CounterMetricFamily(
             "mattefarm_model_calls", "Model calls and frames written, recent jobs.", labels=["kind"]
         )
@@ -112,7 +162,7 @@ class FarmCollector(Collector):
         yield calls
 
 
-def render(store: JobStore, queue_depth: Callable[[], dict[str, int]] | None) -> bytes:
+def render(store: JobStore, farm: FarmService) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FarmCollector(store, queue_depth))
+    registry.register(FarmCollector(store, farm))
     return generate_latest(registry)

@@ -1,13 +1,18 @@
-"""Putting jobs on the broker. The database row is written first; the message carries only the id."""
+"""The broker side: sending one task's message, and counting what waits on each queue.
+
+The database row is the truth; a message carries only the task id and the token of the attempt
+it may start (see ``TaskStore.claim``), so a duplicate or stale message is harmless.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from farm_config.celery_config import RUN_JOB_TASK, celery_config, celery_priority, prepare_local_broker
+from farm_config.celery_config import RUN_TASK, celery_config, prepare_local_broker
 from farm_config.settings import Settings
 from services.errors import QueueUnavailable
 
@@ -22,23 +27,23 @@ class JobQueue:
         self.celery: Celery = make_celery(celery_config(settings))
         self.queue_names = (settings.gpu_queue, settings.cpu_queue)
 
-    def depth(self) -> dict[str, int]:
-        """Messages waiting per queue, as the broker counts them (all priority levels)."""
+    def depth(self, queues: Iterable[str] = ()) -> dict[str, int]:
+        """Messages waiting per queue, as the broker counts them."""
         counts: dict[str, int] = {}
         with self.celery.connection_for_read() as conn:
             channel = conn.default_channel
-            for name in self.queue_names:
+            for name in sorted({*self.queue_names, *queues}):
                 try:
                     counts[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
                 except ChannelError:
                     counts[name] = 0  # Redis drops an empty queue's list, and kombu then calls it unknown
         return counts
 
-    def enqueue(self, job_id: str, priority: int) -> None:
+    def send(self, task_id: int, token: str, queue: str) -> None:
         try:
-            self.celery.send_task(RUN_JOB_TASK, args=[job_id], priority=celery_priority(priority))
+            self.celery.send_task(RUN_TASK, args=[task_id, token], queue=queue, routing_key=queue)
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            log.error("could not queue job %s: %s", job_id, exc)
+            log.error("could not send task %s to %s: %s", task_id, queue, exc)
             raise QueueUnavailable(f"the queue is unreachable ({type(exc).__name__}); try again shortly") from exc
 
     def close(self) -> None:

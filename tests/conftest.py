@@ -50,6 +50,9 @@ def settings(farm_root: Path, tmp_path: Path) -> Settings:
         write_roots=[farm_root],
         tokens=TOKENS,
         model_backend="synthetic",
+        task_frames=3,  # 8-frame shots split into three chunks per stage
+        retry_backoff_s=0.0,
+        dispatch_every_s=0.2,
     )
 
 

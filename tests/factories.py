@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from farm_config import Settings
+from schemas import JobSpec
 from workers.synthetic.shot import write_shot
+
+if TYPE_CHECKING:
+    from workers.task_runner import WorkerRuntime
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789ab"
@@ -33,17 +39,56 @@ class RecordingQueue:
     """Stands in for the broker where a test is about the API, not the queue."""
 
     def __init__(self) -> None:
-        self.enqueued: list[tuple[str, int]] = []
+        self.sent: list[tuple[int, str, str]] = []
 
-    def enqueue(self, job_id: str, priority: int) -> None:
-        self.enqueued.append((job_id, priority))
+    def send(self, task_id: int, token: str, queue: str) -> None:
+        self.sent.append((task_id, token, queue))
 
-    def depth(self) -> dict[str, int]:
-        return {"gpu": len(self.enqueued), "cpu": 0}
+    def depth(self, queues: list[str] = ()) -> dict[str, int]:  # type: ignore[assignment]
+        counts = {q: 0 for q in ("gpu", "cpu", *queues)}
+        for _, _, queue in self.sent:
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
 
-class DownQueue:
-    def enqueue(self, job_id: str, priority: int) -> None:
+class DownQueue(RecordingQueue):
+    def send(self, task_id: int, token: str, queue: str) -> None:
         from services.errors import QueueUnavailable
 
         raise QueueUnavailable("the queue is unreachable (test)")
+
+    def depth(self, queues: list[str] = ()) -> dict[str, int]:  # type: ignore[assignment]
+        raise ConnectionError("broker down (test)")
+
+
+def submit(settings: Settings, plate: Path, farm_root: Path, user: str = "alice", **extra: object) -> str:
+    """Submit through the job service (validation, version folder, tasks), no API."""
+    from farm_config import TokenGrant
+    from services.jobs import JobService
+    from services.store import Database, JobStore
+    from services.store.tasks import TaskStore
+
+    db = Database(settings.resolved_database_url)
+    try:
+        service = JobService(settings, JobStore(db), TaskStore(db))
+        spec = JobSpec(
+            plate=str(plate),
+            **({"prompt": "ball, box, car", "output_root": str(farm_root / "renders")} | extra),  # type: ignore[arg-type]
+        )
+        return service.submit(spec, TokenGrant(user, False)).id
+    finally:
+        db.dispose()
+
+
+def run_tasks(runtime: WorkerRuntime, job_id: str | None = None, limit: int = 500) -> int:
+    """Run ready tasks in this process, in dispatch order, until none is ready; returns how many ran."""
+    ran = 0
+    for _ in range(limit):
+        ready = [c for c in runtime.tasks.candidates() if job_id is None or c.job_id == job_id]
+        if not ready:
+            break
+        token = runtime.tasks.mark_queued(ready[0].task_id, "inline")
+        assert token is not None
+        runtime.run_task(ready[0].task_id, token)
+        ran += 1
+    return ran

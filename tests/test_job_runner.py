@@ -1,4 +1,4 @@
-"""A whole job through the worker runtime (synthetic backend, no broker): stages, outputs,
+"""A whole job through the worker runtime (synthetic backend, no broker): tasks per stage, outputs,
 counters, cancel and failure paths."""
 
 from __future__ import annotations
@@ -12,45 +12,44 @@ import OpenEXR
 import pytest
 
 from farm_config import Settings
-from schemas import JobSpec, JobState, StageState
-from services.jobs import JobService
-from services.store import Database, JobStore
-from services.store.tables import JobRow
-from tests.factories import RecordingQueue
+from schemas import JobState, StageState
+from schemas.task import ControlAction, TaskState
+from tests.factories import run_tasks, submit
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels
-from workers.job_runner import WorkerRuntime
+from workers.task_runner import WorkerRuntime
 
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings)
+    rt = WorkerRuntime(settings, register=False)
     yield rt
     rt.close()
-
-
-def submit(settings: Settings, plate: Path, farm_root: Path, **extra: object) -> str:
-    from farm_config import TokenGrant
-
-    store = JobStore(Database(settings.resolved_database_url))
-    service = JobService(settings, store, RecordingQueue())
-    spec = JobSpec(plate=str(plate), prompt="ball, box, car", output_root=str(farm_root / "renders"), **extra)
-    return service.submit(spec, TokenGrant("alice", False)).id
 
 
 def test_a_job_writes_one_exr_per_frame_with_a_layer_per_object(
     runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(settings, shot, farm_root)
-    assert runtime.run_job(job_id) is True
-    runtime.export_job(job_id)
+    # 8 frames in chunks of 3: detect, segment and export run 3 tasks each, track one, then finalise.
+    assert run_tasks(runtime, job_id) == 3 + 3 + 1 + 3 + 1
     job = runtime.store.get(job_id)
     assert job.state == JobState.SUCCEEDED, job.error
     assert [s.name for s in job.stages] == ["detect", "segment", "track", "export"]
     assert [s.state for s in job.stages] == [StageState.SUCCEEDED] * 4
-    assert all(s.frames_done == s.frames_total and s.seconds is not None for s in job.stages)
-    # Frames for detect/segment/export; windows for track (8 frames: 2 forward + 2 backward).
-    assert [s.frames_total for s in job.stages] == [8, 8, 4, 8]
+    assert all(s.frames_done == s.frames_total == 8 and s.seconds is not None for s in job.stages)
+    tasks = runtime.tasks.for_job(job_id)
+    assert [(t.stage, t.first_frame, t.last_frame) for t in tasks if t.stage == "detect"] == [
+        ("detect", 1001, 1003),
+        ("detect", 1004, 1006),
+        ("detect", 1007, 1008),
+    ]
+    assert all(t.state == TaskState.SUCCEEDED and t.attempts == 1 for t in tasks)
+    log = runtime.tasks.log_tail(tasks[-2].id, 50)  # the last export chunk
+    assert [line.message for line in log.lines if "wrote frame" in line.message] == [
+        "workers.task: wrote frame 1007 → sh010_roto_v001.1007.exr",
+        "workers.task: wrote frame 1008 → sh010_roto_v001.1008.exr",
+    ]
     c = job.counters
     assert (c.detector_calls, c.frames_written) == (8, 8) and 0 < c.image_encoder_passes <= 8
     assert c.mask_decoder_calls >= 8 and c.tracking_steps > 8  # windows ran forward and backward
@@ -90,16 +89,15 @@ def test_reruns_replace_frames_whole_and_keep_the_plate(
 ) -> None:
     plate_bytes = {p.name: p.read_bytes() for p in shot.parent.iterdir()}
     job_id = submit(settings, shot, farm_root)
-    runtime.run_job(job_id)
-    runtime.export_job(job_id)
+    run_tasks(runtime, job_id)
     job = runtime.store.get(job_id)
     first = {p.name: p.read_bytes() for p in Path(job.output_dir).glob("*.exr")}
-    # The export runs again (a redelivered message): identical frames, nothing extra.
-    with runtime.store.db.session() as s:
-        s.get(JobRow, job_id).state = JobState.RUNNING
-    runtime.run_job(job_id)
-    runtime.export_job(job_id)
+    # A second job on the same plate writes its own version, byte-identical frames but its own id.
+    again = runtime.store.get(submit(settings, shot, farm_root))
+    run_tasks(runtime, again.id)
+    assert again.output_dir != job.output_dir
     assert {p.name: p.read_bytes() for p in Path(job.output_dir).glob("*.exr")} == first
+    assert len(list(Path(again.output_dir).glob("*.exr"))) == 8
     assert {p.name: p.read_bytes() for p in shot.parent.iterdir()} == plate_bytes
 
 
@@ -107,22 +105,26 @@ def test_cancel_while_running_stops_between_frames(
     runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = submit(settings, shot, farm_root)
-    runtime.progress_every_s = 0.0  # check for the cancel on every frame
     detect = runtime.models.detector.detect
     calls = []
 
     def detect_then_cancel(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
-            runtime.store.request_cancel(job_id, "alice", "wrong prompt")
+        if len(calls) == 5:  # the second chunk's second frame
+            runtime.tasks.control(job_id, ControlAction.CANCEL, "alice", reason="wrong prompt")
+            runtime.pulse.beat()  # the heartbeat carries the cancel to the running task
         return detect(*args, **kwargs)
 
     monkeypatch.setattr(runtime.models.detector, "detect", detect_then_cancel)
-    assert runtime.run_job(job_id) is False
+    run_tasks(runtime, job_id)
     job = runtime.store.get(job_id)
-    assert job.state == JobState.CANCELED and len(calls) == 3
-    assert job.stages[0].state == StageState.CANCELED and job.stages[0].frames_done == 3
+    assert job.state == JobState.CANCELED and len(calls) == 5
+    states = [(t.stage, t.index, t.state) for t in runtime.tasks.for_job(job_id)][:3]
+    assert states == [("detect", 0, "succeeded"), ("detect", 1, "canceled"), ("detect", 2, "canceled")]
+    assert job.stages[0].state == StageState.CANCELED
     assert not list(Path(job.output_dir).glob("*.exr"))
+    kinds = [e.kind for e in runtime.store.events(job_id)]
+    assert "cancel_requested" in kinds and kinds[-1] == "canceled"
 
 
 def test_a_vanished_plate_fails_the_job_with_a_readable_error(
@@ -130,17 +132,24 @@ def test_a_vanished_plate_fails_the_job_with_a_readable_error(
 ) -> None:
     job_id = submit(settings, shot, farm_root)
     (shot.parent / "sh010.1004.exr").unlink()
-    assert runtime.run_job(job_id) is False
+    run_tasks(runtime, job_id)
     job = runtime.store.get(job_id)
     assert job.state == JobState.FAILED
-    assert job.error.startswith("frames: 1 frame(s) missing from the plate: 1004; frames on disk: 1001-1003,1005-1008")
+    # A missing frame is fatal (another attempt reads the same folder): dead at once, not retried.
+    first = runtime.tasks.for_job(job_id)[0]
+    assert (first.state, first.attempts, first.failure) == ("dead", 1, "fatal")
+    assert "frames: 1 frame(s) missing from the plate: 1004; frames on disk: 1001-1003,1005-1008" in job.error
+    assert job.error.startswith("task detect#0 (1001-1003) is dead")
 
 
 def test_a_duplicate_message_for_a_finished_job_does_nothing(
     runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(settings, shot, farm_root)
-    runtime.run_job(job_id)
-    runtime.export_job(job_id)
-    assert runtime.run_job(job_id) is False
-    assert runtime.store.get(job_id).attempts == 1
+    first = runtime.tasks.for_job(job_id)[0]
+    token = runtime.tasks.mark_queued(first.id, "gpu")
+    assert runtime.run_task(first.id, token) is not None
+    # The same message again (Redis redelivered it), and a message with a spent token: no-ops.
+    assert runtime.run_task(first.id, token) is None
+    assert runtime.run_task(first.id, "not-the-token") is None
+    assert runtime.tasks.get(first.id).attempts == 1

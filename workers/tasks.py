@@ -1,19 +1,12 @@
-"""Celery tasks: thin, idempotent wrappers that take a job id and hand it to the runtime."""
+"""The Celery task: a thin, idempotent wrapper that hands a task id and its token to the runtime."""
 
 from __future__ import annotations
 
-from farm_config.celery_config import EXPORT_JOB_TASK, RUN_JOB_TASK
+from farm_config.celery_config import RUN_TASK
 from workers.celery_app import RuntimeTask, app
 
 
-@app.task(name=RUN_JOB_TASK, base=RuntimeTask, bind=True, acks_late=True, ignore_result=True)
-def run_job(self: RuntimeTask, job_id: str) -> None:
-    """Detect and segment on a GPU worker, then queue the export on the CPU queue."""
-    if self.runtime.run_job(job_id):
-        self.app.send_task(EXPORT_JOB_TASK, args=[job_id])
-
-
-@app.task(name=EXPORT_JOB_TASK, base=RuntimeTask, bind=True, acks_late=True, ignore_result=True)
-def export_job(self: RuntimeTask, job_id: str) -> None:
-    """Write the matte EXRs and the manifest, then close the job."""
-    self.runtime.export_job(job_id)
+@app.task(name=RUN_TASK, base=RuntimeTask, bind=True, acks_late=True, ignore_result=True)
+def run_task(self: RuntimeTask, task_id: int, token: str) -> None:
+    """Run one attempt of one task (a chunk of a stage). A stale or duplicate message is a no-op."""
+    self.runtime.run_task(task_id, token)

@@ -102,7 +102,7 @@ def api(host: str | None, port: int | None) -> None:
 
 
 @click.command()
-@click.option("--queues", "-Q", default=None, help="Queues to consume (default: gpu,cpu).")
+@click.option("--queues", "-Q", default=None, help="Queues to consume (default: the profile's, else gpu,cpu).")
 @click.option("--gpu", type=int, default=None, help="Pin this worker to GPU N (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="Worker profile.")
 @click.option("--name", default=None, help="Worker node name (default: gpuN@host).")
@@ -110,16 +110,23 @@ def api(host: str | None, port: int | None) -> None:
 def worker(queues: str | None, gpu: int | None, profile: str | None, name: str | None, loglevel: str) -> None:
     """Run one worker process (one per GPU). Models load in the child, after the fork."""
     from farm_config import get_settings
-    from services.embedded import worker_command
+    from services.embedded import worker_command, worker_env
 
+    if profile:
+        chosen = get_profile(profile)
+        os.environ["MATTEFARM_WORKER_PROFILE"] = profile
+        os.environ.setdefault("MATTEFARM_SAM2_SIZE", chosen.sam2_size)
+        os.environ.setdefault("MATTEFARM_OFFLOAD_STATE_TO_CPU", str(chosen.offload_state_to_cpu).lower())
+    if queues:
+        os.environ["MATTEFARM_WORKER_QUEUES"] = queues
+    get_settings.cache_clear()
     settings = get_settings()
     prepare_local_broker(settings)
-    if profile:
-        os.environ.setdefault("MATTEFARM_SAM2_SIZE", get_profile(profile).sam2_size)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     node = name or f"{'gpu' + str(gpu) if gpu is not None else 'worker'}@{socket.gethostname()}"
-    command = worker_command(queues or f"{settings.gpu_queue},{settings.cpu_queue}", node, loglevel=loglevel)
+    os.environ.update(worker_env(node))
+    command = worker_command(",".join(settings.consumed_queues), node, loglevel=loglevel)
     os.execvp(command[0], command)
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from schemas import (
     STAGE_ORDER,
@@ -33,16 +32,11 @@ from schemas import (
     StageStatus,
     parse_frame_range,
 )
+from schemas.task import TaskState
+from services.scheduling.plan import plan_tasks
 from services.store.db import Database
-from services.store.tables import EventRow, JobRow, StageRow, utcnow
-
-
-class Claim(StrEnum):
-    RUN = "run"
-    ALREADY_FINAL = "already_final"
-    CANCELED = "canceled"
-    GAVE_UP = "gave_up"
-    MISSING = "missing"
+from services.store.tables import EventRow, JobRow, StageRow, TaskRow, utcnow
+from services.store.tasks import new_tasks
 
 
 @dataclass(frozen=True)
@@ -57,11 +51,12 @@ class JobFilter:
 class FarmSnapshot:
     jobs: dict[str, int]  # state -> count
     stages: dict[tuple[str, str], int]  # (stage, state) -> count
-    oldest_queued_at: datetime | None
+    tasks: dict[tuple[str, str], int]  # (stage, state) -> count
     waits: list[float]  # seconds from submission to a worker starting, recent jobs
-    retries: int  # attempts beyond the first, recent jobs
+    retries: int  # task attempts beyond the first, recent jobs
     counters: list[dict[str, int]]  # recent jobs' model-call counters
     stage_times: list[tuple[str, float, int]]  # (stage, seconds, frames) of recent finished stages
+    task_times: list[tuple[str, float, int | None]]  # (stage, seconds, peak GPU MB) of recent finished tasks
 
 
 @dataclass(frozen=True)
@@ -75,6 +70,8 @@ class NewJob:
     output_dir: str
     output_pattern: str
     warnings: list[str]
+    task_frames: int
+    max_attempts: int
 
 
 class JobStore:
@@ -103,6 +100,8 @@ class JobStore:
                 warnings=job.warnings,
                 attempts=0,
                 cancel_requested=False,
+                pause_requested=False,
+                gpu_memory_mb=round((job.spec.min_gpu_memory_gb or 0) * 1024),
                 created_at=utcnow(),
             )
             row.stages = [
@@ -110,7 +109,8 @@ class JobStore:
                 for i, name in enumerate(STAGE_ORDER)
             ]
             s.add(row)
-            s.flush()  # the job row must exist before its first event
+            s.flush()  # the job row must exist before its tasks and first event
+            s.add_all(new_tasks(job.id, plan_tasks(job.frames, job.task_frames), job.max_attempts))
             s.add(
                 _event(job.id, EventKind.SUBMITTED, job.user, f"{len(job.frames)} frames, prompt '{job.spec.prompt}'")
             )
@@ -142,12 +142,24 @@ class JobStore:
                 .offset(offset)
                 .limit(limit)
             ).all()
-            return JobPage(items=[_summary(r) for r in rows], total=total, offset=offset, limit=limit)
+            task_counts: dict[str, dict[str, int]] = {}
+            if rows:
+                for job_id, state, n in s.execute(
+                    select(TaskRow.job_id, TaskRow.state, func.count())
+                    .where(TaskRow.job_id.in_([r.id for r in rows]))
+                    .group_by(TaskRow.job_id, TaskRow.state)
+                ):
+                    task_counts.setdefault(job_id, {})[state] = n
+            items = [_summary(r, task_counts.get(r.id, {})) for r in rows]
+            return JobPage(items=items, total=total, offset=offset, limit=limit)
 
     def events(self, job_id: str) -> list[Event]:
         with self.db.session() as s:
             rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)).all()
-            return [Event(at=r.at, kind=EventKind(r.kind), actor=r.actor, message=r.message) for r in rows]
+            return [
+                Event(at=r.at, kind=EventKind(r.kind), actor=r.actor, message=r.message, task_id=r.task_id)
+                for r in rows
+            ]
 
     def next_version(self, output_dir_prefix: str) -> int:
         """Highest version recorded for a shot's roto folder (0 when none)."""
@@ -155,6 +167,16 @@ class JobStore:
             query = select(JobRow.version).where(JobRow.output_dir.startswith(output_dir_prefix, autoescape=True))
             rows = s.scalars(query).all()
             return max(rows, default=0)
+
+    def add_counters(self, job_id: str, counters: dict[str, int]) -> None:
+        """Add one task's model calls and work to the job's totals."""
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.id == job_id).with_for_update())
+            if row is not None:
+                merged = dict(row.counters or {})
+                for key, value in counters.items():
+                    merged[key] = merged.get(key, 0) + int(value)
+                row.counters = merged
 
     def add_event(self, job_id: str, kind: EventKind, actor: str, message: str) -> None:
         with self.db.session() as s:
@@ -171,121 +193,41 @@ class JobStore:
                     select(StageRow.name, StageRow.state, func.count()).group_by(StageRow.name, StageRow.state)
                 )
             }
-            oldest = s.scalar(select(func.min(JobRow.created_at)).where(JobRow.state == JobState.QUEUED))
-            recent = s.execute(
-                select(JobRow.created_at, JobRow.started_at, JobRow.attempts, JobRow.counters).where(
-                    JobRow.created_at >= since
+            tasks = {
+                (stage, state): n
+                for stage, state, n in s.execute(
+                    select(TaskRow.stage, TaskRow.state, func.count()).group_by(TaskRow.stage, TaskRow.state)
                 )
+            }
+            recent = s.execute(
+                select(JobRow.created_at, JobRow.started_at, JobRow.counters).where(JobRow.created_at >= since)
             ).all()
             stage_times = s.execute(
                 select(StageRow.name, StageRow.seconds, StageRow.frames_done)
                 .join(JobRow, JobRow.id == StageRow.job_id)
                 .where(JobRow.created_at >= since, StageRow.state == StageState.SUCCEEDED)
             ).all()
+            task_rows = s.execute(
+                select(TaskRow.stage, TaskRow.seconds, TaskRow.peak_gpu_mb, TaskRow.attempts, TaskRow.state)
+                .join(JobRow, JobRow.id == TaskRow.job_id)
+                .where(JobRow.created_at >= since)
+            ).all()
         return FarmSnapshot(
             jobs=jobs,
             stages=stages,
-            oldest_queued_at=_aware(oldest),
-            waits=[(_aware(st) - _aware(ct)).total_seconds() for ct, st, _, _ in recent if st is not None],
-            retries=sum(max(0, attempts - 1) for _, _, attempts, _ in recent),
-            counters=[dict(c or {}) for _, _, _, c in recent],
+            tasks=tasks,
+            waits=[(_aware(st) - _aware(ct)).total_seconds() for ct, st, _ in recent if st is not None],
+            retries=sum(max(0, r.attempts - 1) for r in task_rows),
+            counters=[dict(c or {}) for _, _, c in recent],
             stage_times=[(name, sec, frames) for name, sec, frames in stage_times if sec is not None],
+            task_times=[
+                (r.stage, r.seconds, r.peak_gpu_mb)
+                for r in task_rows
+                if r.state == TaskState.SUCCEEDED and r.seconds is not None
+            ],
         )
 
-    # --- control ----------------------------------------------------------------------------
-
-    def cancel_queued(self, job_id: str, actor: str, reason: str | None) -> bool:
-        """Close a job that has not started; True only for the call that closed it."""
-        why = f": {reason}" if reason else ""
-        with self.db.session() as s:
-            done = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
-                .values(state=JobState.CANCELED, cancel_requested=True, finished_at=utcnow())
-            ).rowcount
-            if done:
-                _set_open_stages(s, job_id, StageState.CANCELED)
-                s.add(_event(job_id, EventKind.CANCELED, actor, f"canceled before it started{why}"))
-            return bool(done)
-
-    def request_cancel(self, job_id: str, actor: str, reason: str | None) -> JobState:
-        """Cancel a queued job at once; ask a running one to stop. Returns the new state."""
-        if self.cancel_queued(job_id, actor, reason):
-            return JobState.CANCELED
-        why = f": {reason}" if reason else ""
-        with self.db.session() as s:
-            done = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING)
-                .values(state=JobState.CANCELING, cancel_requested=True)
-            ).rowcount
-            if done:
-                s.add(_event(job_id, EventKind.CANCEL_REQUESTED, actor, f"cancel requested{why}"))
-                return JobState.CANCELING
-            state = s.scalar(select(JobRow.state).where(JobRow.id == job_id))
-            return JobState(state)
-
-    # --- worker side ------------------------------------------------------------------------
-
-    def claim(self, job_id: str, worker: str, max_attempts: int) -> Claim:
-        """Mark the job running for this attempt. A redelivered message (worker died) finds the
-        job still ``running`` and claims it again; the attempt cap stops crash loops."""
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is None:
-                return Claim.MISSING
-            if row.state in (JobState.CANCELING,) or row.cancel_requested:
-                return Claim.CANCELED
-            if JobState(row.state).is_final:
-                return Claim.ALREADY_FINAL
-            previous = row.attempts  # the UPDATE below refreshes ``row``
-            if previous >= max_attempts:
-                return Claim.GAVE_UP
-            claimed = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state.in_([JobState.QUEUED, JobState.RUNNING]))
-                .where(JobRow.attempts == previous)
-                .values(state=JobState.RUNNING, attempts=previous + 1, started_at=utcnow(), error=None)
-            ).rowcount
-            if not claimed:
-                return Claim.ALREADY_FINAL
-            if previous:
-                s.add(_event(job_id, EventKind.RETRY, worker, f"attempt {previous + 1} of {max_attempts}"))
-            s.add(_event(job_id, EventKind.STARTED, worker, f"attempt {previous + 1} started"))
-            # A retry starts its stages afresh.
-            s.execute(
-                update(StageRow)
-                .where(StageRow.job_id == job_id)
-                .values(state=StageState.WAITING, frames_done=0, started_at=None, finished_at=None, seconds=None)
-            )
-            return Claim.RUN
-
-    def cancel_requested(self, job_id: str) -> bool:
-        with self.db.session() as s:
-            return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
-
-    def stage_started(self, job_id: str, stage: StageName, total: int) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(StageRow)
-                .where(StageRow.job_id == job_id, StageRow.name == stage)
-                .values(state=StageState.RUNNING, frames_total=total, frames_done=0, started_at=utcnow())
-            )
-
-    def stage_progress(self, job_id: str, stage: StageName, done: int) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(StageRow).where(StageRow.job_id == job_id, StageRow.name == stage).values(frames_done=done)
-            )
-
-    def stage_finished(self, job_id: str, stage: StageName, state: StageState, seconds: float) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(StageRow)
-                .where(StageRow.job_id == job_id, StageRow.name == stage)
-                .values(state=state, finished_at=utcnow(), seconds=round(seconds, 3))
-            )
-            s.add(_event(job_id, EventKind.STAGE, "worker", f"{stage} {state} in {seconds:.1f}s"))
+    # --- the worker's records -------------------------------------------------------------
 
     def record_run(
         self,
@@ -296,11 +238,14 @@ class JobStore:
         layers: Iterable[LayerInfo] | None = None,
         warning: str | None = None,
         review: ReviewLinks | None = None,
+        manifest: str | None = None,
     ) -> None:
         with self.db.session() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 return
+            if manifest is not None:
+                row.manifest = manifest
             if review is not None:
                 row.review = review.model_dump(mode="json", exclude_none=True)
             if counters is not None:
@@ -312,40 +257,6 @@ class JobStore:
             if warning and warning not in row.warnings:
                 row.warnings = [*row.warnings, warning]
                 s.add(_event(job_id, EventKind.WARNING, "worker", warning))
-
-    def finish(
-        self, job_id: str, state: JobState, actor: str, *, error: str | None = None, manifest: str | None = None
-    ) -> bool:
-        """Close the job; False if it was already closed by someone else."""
-        with self.db.session() as s:
-            values: dict[str, Any] = {"state": state, "finished_at": utcnow()}
-            if error is not None:
-                values["error"] = error
-            if manifest is not None:
-                values["manifest"] = manifest
-            done = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.CANCELING]))
-                .values(**values)
-            ).rowcount
-            if done:
-                if state != JobState.SUCCEEDED:
-                    _set_open_stages(
-                        s, job_id, StageState.CANCELED if state == JobState.CANCELED else StageState.FAILED
-                    )
-                kind = {JobState.SUCCEEDED: EventKind.SUCCEEDED, JobState.CANCELED: EventKind.CANCELED}.get(
-                    state, EventKind.FAILED
-                )
-                s.add(_event(job_id, kind, actor, error or str(state)))
-            return bool(done)
-
-
-def _set_open_stages(s: Session, job_id: str, state: StageState) -> None:
-    s.execute(
-        update(StageRow)
-        .where(StageRow.job_id == job_id, StageRow.state.in_([StageState.WAITING, StageState.RUNNING]))
-        .values(state=state)
-    )
 
 
 def _event(job_id: str, kind: EventKind, actor: str, message: str) -> EventRow:
@@ -418,10 +329,21 @@ def _missing_frames(row: JobRow) -> list[int]:
     return [f for f in requested if f not in have]
 
 
-def _summary(row: JobRow) -> JobSummary:
+def _summary(row: JobRow, tasks: dict[str, int]) -> JobSummary:
+    done = sum(st.frames_done for st in row.stages)
+    total = sum(st.frames_total for st in row.stages)
+    progress = done / total if total else 0.0
+    eta = None
+    if row.state == JobState.RUNNING and row.started_at and 0 < progress < 1:
+        elapsed = (utcnow() - _aware(row.started_at)).total_seconds()
+        eta = round(elapsed * (1 - progress) / progress, 1)
     return JobSummary(
         **_header(row),
         prompt=row.prompt,
-        frames_done=sum(st.frames_done for st in row.stages),
-        frames_total=sum(st.frames_total for st in row.stages),
+        frames_done=done,
+        frames_total=total,
+        progress=round(progress, 4),
+        eta_s=eta,
+        tasks=tasks,
+        error=row.error,
     )

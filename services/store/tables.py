@@ -56,6 +56,8 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    gpu_memory_mb: Mapped[int] = mapped_column(Integer, default=0)  # least a GPU worker needs for it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -91,3 +93,85 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class TaskRow(Base):
+    """One chunk of one stage; the unit that is queued, run, retried and logged."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)  # the stage's place in the pipeline
+    index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    first_frame: Mapped[int] = mapped_column(Integer)
+    last_frame: Mapped[int] = mapped_column(Integer)
+    first_pos: Mapped[int] = mapped_column(Integer)  # index into the job's frame list
+    end_pos: Mapped[int] = mapped_column(Integer)  # exclusive
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    token: Mapped[str | None] = mapped_column(String(32))  # the message that may claim it
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lighter: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[str | None] = mapped_column(String(32))
+    peak_gpu_mb: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskLogRow(Base):
+    __tablename__ = "task_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class WorkerRow(Base):
+    """A worker process (one per GPU): what it is, what it holds, what it is doing."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    profile: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str] = mapped_column(String(32))
+    gpu_name: Mapped[str | None] = mapped_column(String(128))
+    gpu_memory_total_mb: Mapped[int | None] = mapped_column(Integer)
+    gpu_memory_used_mb: Mapped[int | None] = mapped_column(Integer)
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    current_task: Mapped[int | None] = mapped_column(Integer)
+    current_job: Mapped[str | None] = mapped_column(String(32))
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    frames_total: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))  # online, stopping, offline
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BlockRow(Base):
+    """A worker host's failures on one job; at the threshold it gets none of that job's tasks."""
+
+    __tablename__ = "job_blocklist"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)

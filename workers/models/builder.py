@@ -110,7 +110,7 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
             max_side=settings.detector_max_side,
         ),
         segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
-        tracker=Sam2Tracker(sam2_model, features, sam2.key),
+        tracker=Sam2Tracker(sam2_model, features, sam2.key, settings.offload_state_to_cpu),
         backend="sam2-gdino",
         weights=settings.weights,
         device=device,

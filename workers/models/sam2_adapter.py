@@ -119,19 +119,22 @@ class CachedFeatureVideoPredictor(SAM2VideoPredictor):
         return (image.expand(batch_size, -1, -1, -1), *self._prepare_backbone_features(expanded))
 
 
-def window_state(predictor: SAM2VideoPredictor, frames: Sequence[ModelFrame], cache: FeatureCache) -> dict[str, Any]:
-    """A fresh inference state for one window (what ``init_state`` builds, minus loading frames)."""
+def window_state(
+    predictor: SAM2VideoPredictor, frames: Sequence[ModelFrame], cache: FeatureCache, offload_state: bool = False
+) -> dict[str, Any]:
+    """A fresh inference state for one window (what ``init_state`` builds, minus loading frames).
+    ``offload_state`` keeps the per-object memory in host RAM (16 GB cards, or after an OOM)."""
     device = torch.device(cache.device)
     height, width = frames[0].image.shape[:2]
     return {
         "images": None,
         "num_frames": len(frames),
         "offload_video_to_cpu": False,
-        "offload_state_to_cpu": False,
+        "offload_state_to_cpu": offload_state,
         "video_height": height,
         "video_width": width,
         "device": device,
-        "storage_device": device,
+        "storage_device": torch.device("cpu") if offload_state else device,
         "point_inputs_per_obj": {},
         "mask_inputs_per_obj": {},
         "cached_features": {},
@@ -187,8 +190,10 @@ class Sam2Segmenter:
 class Sam2Tracker:
     """Mask-prompted tracking through one window, state fresh per window."""
 
-    def __init__(self, model: CachedFeatureVideoPredictor, cache: FeatureCache, name: str) -> None:
-        self.model, self.cache, self.name = model, cache, name
+    def __init__(
+        self, model: CachedFeatureVideoPredictor, cache: FeatureCache, name: str, offload_state: bool = False
+    ) -> None:
+        self.model, self.cache, self.name, self.offload_state = model, cache, name, offload_state
         self.counters: Counter[str] = Counter()
 
     def track(
@@ -196,7 +201,7 @@ class Sam2Tracker:
     ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
         if not frames or not prompts:
             return
-        state = window_state(self.model, frames, self.cache)
+        state = window_state(self.model, frames, self.cache, self.offload_state)
         # A backward window arrives as frames in reverse order: tracking it forward is the same.
         with torch.inference_mode(), autocast_for(self.cache.device):
             for obj_id, mask in prompts.items():

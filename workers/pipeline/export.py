@@ -79,37 +79,56 @@ def matte_channels(
     return channels
 
 
+def frame_logits(store: LayerStore, pos: int, layers: list[ExportedLayer]) -> dict[str, np.ndarray]:
+    """Working-resolution logits of the layers present at ``pos``, by layer name."""
+    tracked = store.get(pos)
+    return {layer.name: dequantize_logits(tracked[layer.id].logits) for layer in layers if layer.id in tracked}
+
+
 def export_stage(
     target: MatteSequence,
     layers: list[ExportedLayer],
     store: LayerStore,
     reporter: StageReporter,
     review: ReviewSink | None = None,
+    *,
+    positions: range | None = None,
+    keep_existing: Callable[[Path], bool] = lambda path: False,
+    wrote: Callable[[int, Path, bool], None] = lambda frame, path, kept: None,
 ) -> list[Path]:
-    """Write every frame atomically; returns the paths in frame order."""
-    clock = StageClock(StageName.EXPORT, reporter, len(target.frames))
+    """Write the frames at ``positions`` (default: all) atomically; returns their paths in order.
+
+    ``keep_existing(path)`` says a frame on disk is already this job's (a retried task resumes
+    there instead of writing it again); ``wrote`` is told about every frame, written or kept.
+    """
+    positions = positions if positions is not None else range(len(target.frames))
+    clock = StageClock(StageName.EXPORT, reporter, len(positions))
     size = (target.geometry.width, target.geometry.height)
     names = [layer.name for layer in layers]
     header = dict(target.header)
     if target.cryptomatte:
         header.update(cryptomatte.header(names))
     written: list[Path] = []
-    for pos, frame in enumerate(target.frames):
-        tracked = store.get(pos)
-        halves: list[np.ndarray] = []
-        logits_by_name: dict[str, np.ndarray] = {}
-        for layer in layers:
-            if layer.id in tracked:
-                logits = dequantize_logits(tracked[layer.id].logits)
-                logits_by_name[layer.name] = logits
-                halves.append(to_half(plate_matte(logits, size)))
-            else:
-                halves.append(np.zeros((size[1], size[0]), np.float16))
-        channels = matte_channels(names, halves, size, target.cryptomatte)
+    for pos in positions:
+        frame = target.frames[pos]
         path = target.output_for(frame)
+        if keep_existing(path):
+            wrote(frame, path, True)
+            written.append(path)
+            clock.tick()
+            continue
+        logits_by_name = frame_logits(store, pos, layers)
+        halves = [
+            to_half(plate_matte(logits_by_name[name], size))
+            if name in logits_by_name
+            else np.zeros((size[1], size[0]), np.float16)
+            for name in names
+        ]
+        channels = matte_channels(names, halves, size, target.cryptomatte)
         write_exr_atomic(
             path, channels, header | target.geometry.exr_header() | target.frame_header(frame), target.compression
         )
+        wrote(frame, path, False)
         if review is not None:
             review.add(frame, logits_by_name)
         written.append(path)

@@ -6,6 +6,7 @@ Two kinds of record per frame position: the cleaned per-frame detections, and th
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.models.interfaces import Detection
 from workers.pipeline.layers import FrameMask
 
 LOGIT_SCALE = 256.0  # logits are kept as int16 in 1/256 steps: exact enough, fast, half of float32
@@ -160,3 +162,25 @@ def _load_layers(path: Path) -> dict[int, TrackedMask]:
             int(i): TrackedMask(logits, float(q))
             for i, q, logits in zip(data["ids"], data["quality"], data["logits"], strict=True)
         }
+
+
+class BoxStore:
+    """Each detected frame's boxes, as JSON: what the detect tasks hand to the segment tasks."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder / "boxes"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, pos: int) -> Path:
+        return self.folder / f"boxes_{pos:06d}.json"
+
+    def put(self, pos: int, boxes: list[Detection]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump([{"box": list(d.box), "label": d.label, "score": d.score} for d in boxes], fh)
+        os.replace(tmp, self.path(pos))
+
+    def get(self, pos: int) -> list[Detection]:
+        """The boxes of a detected frame; a missing file is an error (the detect task did not run)."""
+        with self.path(pos).open() as fh:
+            return [Detection(tuple(d["box"]), d["label"], float(d["score"])) for d in json.load(fh)]

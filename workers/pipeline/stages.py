@@ -93,8 +93,10 @@ def detection_positions(frames: int, options: PipelineOptions) -> list[int]:
     return list(range(0, frames, step))
 
 
-def detect_stage(shot: Shot, classes: list[str]) -> dict[int, list[Detection]]:
-    positions = detection_positions(len(shot.source), shot.options)
+def detect_stage(shot: Shot, classes: list[str], positions: list[int] | None = None) -> dict[int, list[Detection]]:
+    """Boxes at ``positions`` (default: every detection position of the shot)."""
+    if positions is None:
+        positions = detection_positions(len(shot.source), shot.options)
     clock = StageClock(StageName.DETECT, shot.reporter, len(positions))
     found: dict[int, list[Detection]] = {}
     opts = shot.options

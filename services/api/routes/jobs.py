@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
 
-from schemas import CancelRequest, ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
+from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
+from schemas.task import TaskLog, TaskStatus
 from services.api.deps import ServiceDep, UserDep
 from services.store.repository import JobFilter
 
@@ -48,10 +49,10 @@ def job_events(job_id: str, jobs: ServiceDep, _: UserDep) -> list[Event]:
     return jobs.events(job_id)
 
 
-@router.post("/{job_id}/cancel", responses=ERRORS)
-def cancel_job(job_id: str, jobs: ServiceDep, user: UserDep, request: CancelRequest | None = None) -> JobStatus:
-    """Cancel a queued job now, or ask a running one to stop after the current frame."""
-    return jobs.cancel(job_id, user, request or CancelRequest())
+@router.get("/{job_id}/tasks", responses=ERRORS)
+def job_tasks(job_id: str, jobs: ServiceDep, _: UserDep) -> list[TaskStatus]:
+    """The job's tasks (chunks of each stage) in pipeline order: state, attempts, worker, timings."""
+    return jobs.tasks_of(job_id)
 
 
 REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_sheet", "image/jpeg")}
@@ -63,3 +64,17 @@ def review_media(job_id: str, kind: Literal["movie", "contact-sheet"], jobs: Ser
     field, media_type = REVIEW_MEDIA[kind]
     path = jobs.review_file(job_id, field)
     return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+tasks_router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@tasks_router.get("/{task_id}", responses=ERRORS)
+def get_task(task_id: int, jobs: ServiceDep, _: UserDep) -> TaskStatus:
+    return jobs.task(task_id)
+
+
+@tasks_router.get("/{task_id}/log", responses=ERRORS)
+def task_log(task_id: int, jobs: ServiceDep, _: UserDep, tail: Annotated[int, Query(ge=1, le=5000)] = 200) -> TaskLog:
+    """The last ``tail`` lines the task's attempts logged (worker, attempt and level on each)."""
+    return jobs.task_log(task_id, tail)

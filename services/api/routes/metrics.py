@@ -8,11 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from services import metrics
 from services.api.deps import ServiceDep
+from services.api.routes.farm import FarmDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus_metrics(jobs: ServiceDep) -> Response:
-    depth = getattr(jobs.queue, "depth", None)
-    return Response(metrics.render(jobs.store, depth), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(jobs: ServiceDep, farm: FarmDep) -> Response:
+    return Response(metrics.render(jobs.store, farm), media_type=CONTENT_TYPE_LATEST)

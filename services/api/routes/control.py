@@ -1,0 +1,48 @@
+"""Controls: pause, resume, cancel (with a reason), retry dead tasks, change priority — on a job,
+a stage of a job, one task, or many jobs at once. Owners act on their jobs, admins on all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from schemas import StageName
+from schemas.task import BulkControlRequest, BulkControlResult, ControlAction, ControlRequest, ControlResult
+from services.api.deps import ServiceDep, UserDep
+from services.api.routes.jobs import ERRORS
+
+router = APIRouter(tags=["control"])
+
+
+@router.post("/jobs/bulk/{action}", responses=ERRORS)
+def control_jobs(action: ControlAction, request: BulkControlRequest, jobs: ServiceDep, user: UserDep) -> BulkControlResult:
+    """The same control on many jobs; each is reported on its own (refusals don't stop the rest)."""
+    return jobs.bulk(action, user, request)
+
+
+@router.post("/jobs/{job_id}/{action}", responses=ERRORS)
+def control_job(
+    job_id: str, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
+) -> ControlResult:
+    """pause · resume · cancel (body: {"reason": …}) · retry (dead tasks) · priority (body: {"priority": N})."""
+    return jobs.control(job_id, action, user, request or ControlRequest())
+
+
+@router.post("/jobs/{job_id}/stages/{stage}/{action}", responses=ERRORS)
+def control_stage(
+    job_id: str,
+    stage: StageName,
+    action: ControlAction,
+    jobs: ServiceDep,
+    user: UserDep,
+    request: ControlRequest | None = None,
+) -> ControlResult:
+    """A control on every task of one stage of a job."""
+    return jobs.control(job_id, action, user, request or ControlRequest(), stage=stage)
+
+
+@router.post("/tasks/{task_id}/{action}", responses=ERRORS)
+def control_task(
+    task_id: int, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
+) -> ControlResult:
+    """A control on one task."""
+    return jobs.control_task(task_id, action, user, request or ControlRequest())

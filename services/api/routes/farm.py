@@ -1,0 +1,42 @@
+"""/farm and /workers: what farm monitors watch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from schemas import FarmOverview, WorkerInfo
+from services.api.deps import UserDep
+from services.api.routes.jobs import ERRORS
+from services.errors import NotAllowed
+from services.farm import FarmService
+
+router = APIRouter(tags=["farm"])
+
+
+def get_farm(request: Request) -> FarmService:
+    return request.app.state.farm
+
+
+FarmDep = Annotated[FarmService, Depends(get_farm)]
+
+
+@router.get("/farm", responses=ERRORS)
+def farm_overview(farm: FarmDep, _: UserDep) -> FarmOverview:
+    """Queues (broker messages, tasks queued, oldest wait) and workers, in one read."""
+    return farm.overview()
+
+
+@router.get("/workers", responses=ERRORS)
+def list_workers(farm: FarmDep, _: UserDep) -> list[WorkerInfo]:
+    """Workers: host, GPU, memory, loaded models, current task and progress, heartbeat."""
+    return farm.overview().workers
+
+
+@router.post("/workers/{name}/drain", responses=ERRORS)
+def drain_worker(name: str, farm: FarmDep, user: UserDep) -> WorkerInfo:
+    """Admins: the worker hands its task back between frames (requeued, not counted) and takes no more."""
+    if not user.is_admin:
+        raise NotAllowed("draining a worker is for farm admins")
+    return farm.drain(name)

@@ -1,0 +1,116 @@
+"""The dispatcher and reconciler: the loop that keeps the broker in step with the database.
+
+Each tick it (1) marks workers with a stale heartbeat offline and retries their running tasks,
+(2) re-sends queued tasks whose message the broker lost (a Redis crash), and (3) sends waiting
+tasks, in priority order, to the workers that are free. Several dispatchers may run at once (one
+per API process, and each worker after its task): every step is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from farm_config.settings import Settings
+from schemas.task import FailureClass
+from services.errors import QueueUnavailable
+from services.scheduling.dispatch import QueueNames, plan_dispatch
+from services.store.repository import JobStore
+from services.store.tasks import TaskStore
+from services.store.workers import WorkerRegistry
+from services.webhooks import notify_finished
+
+log = logging.getLogger(__name__)
+
+
+class Broker(Protocol):
+    def send(self, task_id: int, token: str, queue: str) -> None: ...
+    def depth(self, queues: list[str]) -> dict[str, int]: ...
+
+
+@dataclass
+class Dispatcher:
+    settings: Settings
+    tasks: TaskStore
+    workers: WorkerRegistry
+    broker: Broker
+    jobs: JobStore
+    name: str = "dispatcher"
+
+    def tick(self) -> None:
+        self.reconcile()
+        self.dispatch()
+
+    def dispatch(self) -> int:
+        """Send what the free workers can take now; returns the messages sent."""
+        free = self.workers.free()
+        if not free:
+            return 0
+        plan = plan_dispatch(
+            self.tasks.candidates(limit=max(50, 4 * len(free))),
+            free,
+            self.tasks.queued_by_queue(),
+            names=QueueNames(self.settings.gpu_queue, self.settings.cpu_queue),
+            show_gpu_caps=self.settings.show_gpu_caps,
+            show_gpu_busy=self.tasks.gpu_busy_by_show(),
+        )
+        sent = 0
+        for assignment in plan:
+            token = self.tasks.mark_queued(assignment.task_id, assignment.queue)
+            if token is None:
+                continue  # another dispatcher sent it first
+            try:
+                self.broker.send(assignment.task_id, token, assignment.queue)
+            except QueueUnavailable:
+                self.tasks.unqueue(assignment.task_id, token)
+                log.warning("broker unreachable; %d task(s) stay waiting", len(plan) - sent)
+                break
+            sent += 1
+        return sent
+
+    def reconcile(self) -> None:
+        gone = self.workers.mark_stale_offline()
+        if gone:
+            log.warning("worker(s) stopped heartbeating: %s", ", ".join(gone))
+        hosts = {w.name: w.host for w in self.workers.all()}
+        for task_id, job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
+            closed = self.tasks.fail(
+                task_id,
+                None,
+                self.name,
+                hosts.get(worker or "", ""),
+                FailureClass.RETRYABLE,
+                f"worker {worker} stopped heartbeating (killed, crashed or cut off)",
+            )
+            if closed.job_closed:
+                notify_finished(self.jobs, job_id, self.name)
+        queued = self.tasks.queued_by_queue()
+        if not queued:
+            return
+        try:
+            depth = self.broker.depth(sorted(queued))
+        except Exception as exc:
+            log.warning("cannot read queue depths (%s); lost messages are checked next time", exc)
+            return
+        for queue, count in queued.items():
+            held = depth.get(queue, 0)
+            if held < count:
+                lost = self.tasks.requeue_lost(queue, held, self.settings.lost_message_s, self.name)
+                if lost:
+                    log.warning("%d task(s) lost their message on %s; sending again", lost, queue)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("dispatcher tick failed; trying again")
+            stop.wait(self.settings.dispatch_every_s)
+
+    def start_thread(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="mattefarm-dispatcher", daemon=True)
+        thread.start()
+        return thread, stop

@@ -1,0 +1,55 @@
+"""The farm as monitors see it: workers, queues and waits, in one read for the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from schemas import FarmOverview, QueueInfo, WorkerInfo
+from services.errors import JobNotFound
+from services.store.tables import utcnow
+from services.store.tasks import TaskStore
+from services.store.workers import WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+
+class FarmService:
+    def __init__(
+        self, tasks: TaskStore, workers: WorkerRegistry, depth: Callable[[list[str]], dict[str, int]] | None
+    ) -> None:
+        self.tasks, self.workers, self.depth = tasks, workers, depth
+
+    def overview(self) -> FarmOverview:
+        workers = self.workers.all()
+        queued = self.tasks.queued_by_queue()
+        names = sorted({*queued, *(q for w in workers if w.online for q in w.queues)})
+        broker_up = True
+        try:
+            depth = self.depth(names) if self.depth else {}
+        except Exception as exc:  # the dashboard must still load when the broker is down
+            log.warning("queue depth unavailable: %s", exc)
+            depth, broker_up = {}, False
+        waiting, oldest = self.tasks.waiting_summary()
+        return FarmOverview(
+            queues=[
+                QueueInfo(name=n, messages=depth.get(n, 0) if broker_up else None, tasks_queued=queued.get(n, 0))
+                for n in sorted({*names, *depth})
+            ],
+            tasks_waiting=waiting,
+            oldest_wait_s=round((utcnow() - oldest).total_seconds(), 1) if oldest else None,
+            workers=workers,
+            broker_up=broker_up,
+        )
+
+    def worker(self, name: str) -> WorkerInfo:
+        for worker in self.workers.all():
+            if worker.name == name:
+                return worker
+        raise JobNotFound(f"no worker {name!r}; list them with GET /workers")
+
+    def drain(self, name: str) -> WorkerInfo:
+        """Ask a worker to hand back its task between frames and take no more."""
+        self.worker(name)
+        self.workers.set_state(name, "stopping")
+        return self.worker(name)
