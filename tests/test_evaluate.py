@@ -105,18 +105,12 @@ def test_cli_eval_reports_scores_and_refuses_bad_folders(tmp_path: Path) -> None
 
 
 def test_a_bad_ocio_config_names_the_field_at_submit(settings: Settings, shot: Path, farm_root: Path) -> None:
-    from farm_config import TokenGrant
-    from schemas import JobSpec
     from services.errors import InvalidSpec
-    from services.jobs import JobService
-    from services.store import Database, JobStore
-    from tests.factories import RecordingQueue
+    from services.store import Database
+    from tests.factories import submit
 
     broken = settings.model_copy(update={"ocio_config": "ocio://no-such-config"})
-    db = Database(broken.resolved_database_url)
-    db.upgrade()
-    service = JobService(broken, JobStore(db), RecordingQueue())
-    spec = JobSpec(plate=str(shot), prompt="ball", output_root=str(farm_root / "o"))
+    Database(broken.resolved_database_url).upgrade()
     with pytest.raises(InvalidSpec) as err:
-        service.submit(spec, TokenGrant("alice", False))
+        submit(broken, shot, farm_root, prompt="ball", output_root=str(farm_root / "o"))
     assert err.value.problems[0].field == "colourspace" and "ocio://no-such-config" in err.value.message

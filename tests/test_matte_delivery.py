@@ -19,16 +19,14 @@ import OpenEXR
 import pytest
 from fastapi.testclient import TestClient
 
-from farm_config import Settings, TokenGrant
-from schemas import JobSpec, JobState, JobStatus
+from farm_config import Settings
+from schemas import JobState, JobStatus
 from services.api.app import create_app
-from services.jobs import JobService
-from services.store import Database, JobStore
-from tests.factories import ALICE, TOKENS, RecordingQueue, write_small_shot
+from tests.factories import ALICE, TOKENS, RecordingQueue, run_tasks, submit, write_small_shot
 from tests.plates import NTSC_FILM, exr_timecode, restamp_exr
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels
-from workers.job_runner import WorkerRuntime
+from workers.task_runner import WorkerRuntime
 
 HALF_STEP = 2.0**-11  # half's spacing just below 1.0
 PLATE_WINDOWS = {"data": ((-16, -8), (143, 87)), "display": ((0, 0), (127, 79))}
@@ -56,13 +54,10 @@ def delivered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivered]:
     settings = Settings(
         data_dir=root / "data", read_roots=[root], write_roots=[root], tokens=TOKENS, model_backend="synthetic"
     )
-    runtime = WorkerRuntime(settings)  # applies the migrations
-    service = JobService(settings, JobStore(Database(settings.resolved_database_url)), RecordingQueue())
-    spec = JobSpec(plate=str(pattern), prompt="ball, box, car", output_root=str(root / "renders"))
-    job_id = service.submit(spec, TokenGrant("alice", False)).id
+    runtime = WorkerRuntime(settings, register=False)  # applies the migrations
+    job_id = submit(settings, pattern, root)
     try:
-        assert runtime.run_job(job_id)
-        runtime.export_job(job_id)
+        run_tasks(runtime, job_id)
         job = runtime.store.get(job_id)
     finally:
         runtime.close()

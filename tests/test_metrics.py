@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from farm_config import Settings
 from schemas import JobState
 from tests.factories import ALICE, RecordingQueue
-from tests.test_job_runner import submit
-from workers.job_runner import WorkerRuntime
+from tests.factories import run_tasks, submit
+from workers.task_runner import WorkerRuntime
 
 
 def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,11 +27,10 @@ def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 def test_metrics_after_a_job(
     settings: Settings, shot: Path, farm_root: Path, api: TestClient, queue: RecordingQueue
 ) -> None:
-    runtime = WorkerRuntime(settings)
+    runtime = WorkerRuntime(settings, register=False)
     try:
         done = submit(settings, shot, farm_root)
-        assert runtime.run_job(done)
-        runtime.export_job(done)
+        run_tasks(runtime, done)
         assert runtime.store.get(done).state == JobState.SUCCEEDED
     finally:
         runtime.close()

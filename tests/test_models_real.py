@@ -13,7 +13,9 @@ import pytest
 from farm_config import Settings
 from schemas import JobSpec, JobState, PipelineOptions
 from workers.io.exr import read_exr_header
-from workers.job_runner import RANDOM_WEIGHTS_WARNING, WorkerRuntime
+from workers.provenance import RANDOM_WEIGHTS_WARNING
+from tests.factories import run_tasks, submit
+from workers.task_runner import WorkerRuntime
 from workers.models.builder import ModelsMissingError, build_models
 from workers.models.interfaces import Detection, ModelFrame, ModelSet
 
@@ -84,7 +86,7 @@ def test_official_weights_missing_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.fixture
 def runtime(settings: Settings, model_set: ModelSet) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings)
+    rt = WorkerRuntime(settings, register=False)
     rt._models = model_set  # built once for the module rather than per test
     yield rt
     rt.close()
@@ -93,20 +95,16 @@ def runtime(settings: Settings, model_set: ModelSet) -> Iterator[WorkerRuntime]:
 def test_a_job_on_random_weights_says_so_in_status_and_output(
     runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
-    from farm_config import TokenGrant
-    from services.jobs import JobService
-    from tests.factories import RecordingQueue
-
-    spec = JobSpec(
-        plate=str(shot),
+    job_id = submit(
+        settings,
+        shot,
+        farm_root,
         frames="1001-1002",
         prompt="ball, box",
         output_root=str(farm_root),
         options=PipelineOptions(max_side=256, max_detections=3),
     )
-    job_id = JobService(settings, runtime.store, RecordingQueue()).submit(spec, TokenGrant("alice", False)).id
-    assert runtime.run_job(job_id)
-    runtime.export_job(job_id)
+    run_tasks(runtime, job_id)
     job = runtime.store.get(job_id)
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.warnings == [RANDOM_WEIGHTS_WARNING] and job.models.weights == "random"

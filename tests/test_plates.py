@@ -73,14 +73,13 @@ def test_a_hole_in_the_range_is_refused_with_the_missing_frames(
 def test_skipped_frames_are_listed_and_outputs_keep_plate_numbers(
     settings: Settings, holey_shot: Path, farm_root: Path
 ) -> None:
-    from tests.test_job_runner import submit
-    from workers.job_runner import WorkerRuntime
+    from tests.factories import run_tasks, submit
+    from workers.task_runner import WorkerRuntime
 
-    runtime = WorkerRuntime(settings)
+    runtime = WorkerRuntime(settings, register=False)
     try:
         job_id = submit(settings, holey_shot, farm_root, frames="1001-1008", on_missing_frames="skip")
-        assert runtime.run_job(job_id)
-        runtime.export_job(job_id)
+        run_tasks(runtime, job_id)
         job = runtime.store.get(job_id)
     finally:
         runtime.close()

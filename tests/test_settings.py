@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from farm_config import Settings, get_settings
-from farm_config.celery_config import celery_config, celery_priority
+from farm_config.celery_config import celery_config
 from farm_config.profiles import get_profile
 
 
@@ -64,8 +64,8 @@ def test_celery_is_configured_for_long_gpu_tasks() -> None:
         conf["result_backend_transport_options"]["visibility_timeout"],
     ):
         assert value == 30000 > conf["task_time_limit"] > conf["task_soft_time_limit"]
-    assert conf["task_routes"]["mattefarm.run_job"]["queue"] == "gpu"
-    assert conf["task_routes"]["mattefarm.export_job"]["queue"] == "cpu"
+    assert "task_routes" not in conf  # the dispatcher names each message's queue
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert conf["result_backend"] is None and conf["task_ignore_result"]
 
 
@@ -76,8 +76,10 @@ def test_embedded_default_uses_a_local_broker(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).resolved_database_url.startswith("sqlite:///")
 
 
-def test_priority_maps_to_broker_steps() -> None:
-    assert celery_priority(100) == 0 and celery_priority(0) == 9 and celery_priority(50) in (4, 5)
+def test_a_worker_consumes_its_profile_queue(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).consumed_queues == ["gpu", "cpu"]
+    assert Settings(data_dir=tmp_path, worker_profile="a4000").consumed_queues == ["gpu.a4000"]
+    assert Settings(data_dir=tmp_path, worker_queues="gpu.h100,cpu").consumed_queues == ["gpu.h100", "cpu"]
 
 
 def test_worker_profiles() -> None:

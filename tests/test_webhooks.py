@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from farm_config import Settings
 from schemas import EventKind, JobState
 from tests.factories import ALICE
-from tests.test_job_runner import submit
-from workers.job_runner import WorkerRuntime
+from tests.factories import run_tasks, submit
+from workers.task_runner import WorkerRuntime
 
 
 class Receiver:
@@ -60,7 +60,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings)
+    rt = WorkerRuntime(settings, register=False)
     yield rt
     rt.close()
 
@@ -69,8 +69,7 @@ def test_a_finished_job_is_posted_once(
     runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
 ) -> None:
     job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
-    runtime.run_job(job_id)
-    runtime.export_job(job_id)
+    run_tasks(runtime, job_id)
     posts = receiver.all()
     assert len(posts) == 1
     post = posts[0]
@@ -85,7 +84,7 @@ def test_a_failed_job_is_posted_with_its_error(
 ) -> None:
     job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
     (shot.parent / "sh010.1003.exr").unlink()
-    assert runtime.run_job(job_id) is False
+    run_tasks(runtime, job_id)
     (post,) = receiver.all()
     assert post["event"] == "job.failed" and "1003" in post["error"]
 
@@ -96,8 +95,7 @@ def test_a_receiver_that_is_down_costs_an_event_not_the_job(
     broken = Receiver(status=500)
     try:
         job_id = submit(settings, shot, farm_root, notify_url=broken.url)
-        runtime.run_job(job_id)
-        runtime.export_job(job_id)
+        run_tasks(runtime, job_id)
         assert len(broken.all()) == 3  # retried with backoff, then given up
     finally:
         broken.close()

@@ -158,7 +158,10 @@ class TaskStore:
             .where(
                 or_(
                     TaskRow.state == TaskState.WAITING,
-                    and_(TaskRow.state == TaskState.RETRYING, TaskRow.not_before <= now),
+                    and_(
+                        TaskRow.state == TaskState.RETRYING,
+                        or_(TaskRow.not_before.is_(None), TaskRow.not_before <= now),
+                    ),
                 ),
                 JobRow.pause_requested.is_(False),
                 JobRow.cancel_requested.is_(False),
@@ -300,7 +303,11 @@ class TaskStore:
             values: dict[str, Any] = {"heartbeat_at": utcnow(), "frames_done": frames_done}
             if peak_gpu_mb is not None:
                 values["peak_gpu_mb"] = peak_gpu_mb
-            s.execute(update(TaskRow).where(TaskRow.id == task_id, TaskRow.state == TaskState.RUNNING).values(**values))
+            moved = s.execute(
+                update(TaskRow).where(TaskRow.id == task_id, TaskRow.state == TaskState.RUNNING).values(**values)
+            ).rowcount
+            if moved:
+                _stage_progress(s, task_id)
             row = s.execute(
                 select(TaskRow.cancel_requested, JobRow.cancel_requested)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
@@ -608,6 +615,21 @@ def _stop_others(s: Session, job_id: str, except_id: int, why: str) -> None:
             task.cancel_requested = True
         elif state.is_open:
             _move(task, TaskState.CANCELED, finished_at=utcnow(), error=why)
+
+
+def _stage_progress(s: Session, task_id: int) -> None:
+    """The stage's frames done, from its frame tasks (a heartbeat's share of the stage row)."""
+    job_id, stage = s.execute(select(TaskRow.job_id, TaskRow.stage).where(TaskRow.id == task_id)).one()
+    rows = s.execute(
+        select(TaskRow.state, TaskRow.frames_done, TaskRow.first_pos, TaskRow.end_pos).where(
+            TaskRow.job_id == job_id, TaskRow.stage == stage, TaskRow.kind == TaskKind.FRAMES
+        )
+    ).all()
+    done = sum(
+        (r.end_pos - r.first_pos) if r.state == TaskState.SUCCEEDED else min(r.frames_done, r.end_pos - r.first_pos)
+        for r in rows
+    )
+    s.execute(update(StageRow).where(StageRow.job_id == job_id, StageRow.name == stage).values(frames_done=done))
 
 
 def _cancel_downstream(tasks: list[TaskRow]) -> None:

@@ -14,7 +14,9 @@ router = APIRouter(tags=["control"])
 
 
 @router.post("/jobs/bulk/{action}", responses=ERRORS)
-def control_jobs(action: ControlAction, request: BulkControlRequest, jobs: ServiceDep, user: UserDep) -> BulkControlResult:
+def control_jobs(
+    action: ControlAction, request: BulkControlRequest, jobs: ServiceDep, user: UserDep
+) -> BulkControlResult:
     """The same control on many jobs; each is reported on its own (refusals don't stop the rest)."""
     return jobs.bulk(action, user, request)
 
