@@ -153,7 +153,7 @@ def test_only_the_owner_or_an_admin_may_cancel(api: TestClient, shot: Path, farm
     assert api.post(f"/jobs/{other}/cancel", json={"reason": "ops"}, headers=auth(ADMIN)).json()["state"] == "canceled"
     events = api.get(f"/jobs/{job_id}/events", headers=auth()).json()
     assert events[-1]["actor"] == "alice" and "wrong plate" in events[-1]["message"]
-    assert api.post("/jobs/missing/cancel", headers=auth()).status_code == 404
+    assert api.post("/jobs/missing/cancel", json={"reason": "x"}, headers=auth()).status_code == 404
 
 
 def test_list_filters_and_pagination(api: TestClient, shot: Path, farm_root: Path) -> None:

@@ -9,8 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from farm_config import Settings
 from schemas import JobState
-from tests.factories import ALICE, RecordingQueue
-from tests.factories import run_tasks, submit
+from tests.factories import ALICE, run_tasks, submit
 from workers.task_runner import WorkerRuntime
 
 
@@ -24,35 +23,43 @@ def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
-def test_metrics_after_a_job(
-    settings: Settings, shot: Path, farm_root: Path, api: TestClient, queue: RecordingQueue
-) -> None:
-    runtime = WorkerRuntime(settings, register=False)
+def test_metrics_after_a_job(settings: Settings, shot: Path, farm_root: Path, api: TestClient) -> None:
+    runtime = WorkerRuntime(settings)  # registered: it is the farm's one worker, and it is up
     try:
         done = submit(settings, shot, farm_root)
         run_tasks(runtime, done)
         assert runtime.store.get(done).state == JobState.SUCCEEDED
+        api.post(
+            "/jobs",
+            json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
+            headers={"Authorization": f"Bearer {ALICE}"},
+        )
+        m = scrape(api)
     finally:
         runtime.close()
-    api.post(
-        "/jobs",
-        json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
-        headers={"Authorization": f"Bearer {ALICE}"},
-    )
-    m = scrape(api)
     assert m[("mattefarm_jobs", (("state", "succeeded"),))] == 1
     assert m[("mattefarm_jobs", (("state", "queued"),))] == 1
     assert m[("mattefarm_jobs", (("state", "failed"),))] == 0
-    for stage in ("detect", "segment", "track", "export"):
+    for stage, chunks in (("detect", 3), ("segment", 3), ("track", 1), ("export", 4)):
         assert m[("mattefarm_stages", (("stage", stage), ("state", "succeeded")))] == 1
         assert m[("mattefarm_stage_seconds_count", (("stage", stage),))] == 1
         assert m[("mattefarm_stage_seconds_sum", (("stage", stage),))] > 0
+        assert m[("mattefarm_tasks", (("stage", stage), ("state", "succeeded")))] == chunks
+        assert m[("mattefarm_task_seconds_count", (("stage", stage),))] == chunks
+        assert m[("mattefarm_tasks", (("stage", stage), ("state", "dead")))] == 0
+    # The queued job: 11 tasks not started; one worker is free, so the dispatcher sent one of them.
+    assert m[("mattefarm_tasks_waiting", ())] == 11
+    assert m[("mattefarm_queue_tasks", (("queue", "gpu"),))] == 1
+    assert m[("mattefarm_queue_messages", (("queue", "gpu"),))] == 1
     for stage in ("detect", "segment", "track"):
         assert 0 < m[("mattefarm_gpu_seconds_per_frame", (("stage", stage),))] < 30
-    assert m[("mattefarm_queue_messages", (("queue", "gpu"),))] == len(queue.enqueued) == 1
     assert m[("mattefarm_broker_up", ())] == 1
+    up = [v for (name, labels), v in m.items() if name == "mattefarm_worker_up"]
+    assert up == [1.0]
     assert m[("mattefarm_job_wait_seconds_count", ())] == 1  # only the finished job has started
     assert m[("mattefarm_queue_oldest_wait_seconds", ())] >= 0
-    assert m[("mattefarm_job_retries_total", ())] == 0
+    assert m[("mattefarm_task_retries_total", ())] == 0
     assert m[("mattefarm_model_calls_total", (("kind", "frames_written"),))] == 8
     assert m[("mattefarm_model_calls_total", (("kind", "detector_calls"),))] == 8
+    # Peak GPU memory is reported by GPU workers only; this CPU run has none to report.
+    assert not [k for k in m if k[0] == "mattefarm_stage_peak_gpu_memory_bytes"]

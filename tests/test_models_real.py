@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from farm_config import Settings
-from schemas import JobSpec, JobState, PipelineOptions
-from workers.io.exr import read_exr_header
-from workers.provenance import RANDOM_WEIGHTS_WARNING
+from schemas import JobState, PipelineOptions
 from tests.factories import run_tasks, submit
-from workers.task_runner import WorkerRuntime
+from workers.io.exr import read_exr_header
 from workers.models.builder import ModelsMissingError, build_models
 from workers.models.interfaces import Detection, ModelFrame, ModelSet
+from workers.provenance import RANDOM_WEIGHTS_WARNING
+from workers.task_runner import WorkerRuntime
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 
 from farm_config import Settings
 from schemas import EventKind, JobState
-from tests.factories import ALICE
-from tests.factories import run_tasks, submit
+from tests.factories import ALICE, run_tasks, submit
 from workers.task_runner import WorkerRuntime
 
 

@@ -217,6 +217,7 @@ class TaskStore:
         with self.db.session() as s:
             row = s.execute(
                 select(func.count(), func.min(JobRow.created_at))
+                .select_from(TaskRow)
                 .join(JobRow, JobRow.id == TaskRow.job_id)
                 .where(TaskRow.state.in_([TaskState.WAITING, TaskState.RETRYING, TaskState.QUEUED]))
             ).one()
@@ -483,6 +484,7 @@ class TaskStore:
             elif action == ControlAction.CANCEL:
                 if whole_job:
                     job.cancel_requested = True
+                    job.error = f"canceled by {actor}{why}"
                 closable = {TaskState.WAITING, TaskState.QUEUED, TaskState.RETRYING, TaskState.PAUSED}
                 changed = _move_all(tasks, closable, TaskState.CANCELED, finished_at=utcnow())
                 for task in tasks:
