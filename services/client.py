@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from schemas import Event, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse
+from schemas import Event, FarmOverview, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse, WorkerInfo
+from schemas.task import BulkControlResult, ControlResult, TaskLog, TaskStatus
 
 
 class FarmError(Exception):
@@ -109,8 +110,45 @@ class FarmClient:
         params = {k: v for k, v in filters.items() if v is not None} | {"offset": offset, "limit": limit}
         return JobPage.model_validate(self._call("GET", "/jobs", params=params))
 
-    def cancel(self, job_id: str, reason: str | None = None) -> JobStatus:
-        return JobStatus.model_validate(self._call("POST", f"/jobs/{job_id}/cancel", json={"reason": reason}))
+    def control(
+        self,
+        job_id: str,
+        action: str,
+        *,
+        reason: str | None = None,
+        priority: int | None = None,
+        stage: str | None = None,
+    ) -> ControlResult:
+        """pause, resume, cancel (reason required), retry (dead tasks) or priority, on a job or one stage."""
+        path = f"/jobs/{job_id}/stages/{stage}/{action}" if stage else f"/jobs/{job_id}/{action}"
+        return ControlResult.model_validate(self._call("POST", path, json={"reason": reason, "priority": priority}))
+
+    def cancel(self, job_id: str, reason: str) -> ControlResult:
+        return self.control(job_id, "cancel", reason=reason)
+
+    def control_task(self, task_id: int, action: str, *, reason: str | None = None) -> ControlResult:
+        return ControlResult.model_validate(self._call("POST", f"/tasks/{task_id}/{action}", json={"reason": reason}))
+
+    def bulk(
+        self, job_ids: list[str], action: str, *, reason: str | None = None, priority: int | None = None
+    ) -> BulkControlResult:
+        body = {"job_ids": job_ids, "reason": reason, "priority": priority}
+        return BulkControlResult.model_validate(self._call("POST", f"/jobs/bulk/{action}", json=body))
+
+    def tasks(self, job_id: str) -> list[TaskStatus]:
+        return [TaskStatus.model_validate(t) for t in self._call("GET", f"/jobs/{job_id}/tasks")]
+
+    def task(self, task_id: int) -> TaskStatus:
+        return TaskStatus.model_validate(self._call("GET", f"/tasks/{task_id}"))
+
+    def task_log(self, task_id: int, tail: int = 200) -> TaskLog:
+        return TaskLog.model_validate(self._call("GET", f"/tasks/{task_id}/log", params={"tail": tail}))
+
+    def farm(self) -> FarmOverview:
+        return FarmOverview.model_validate(self._call("GET", "/farm"))
+
+    def drain(self, worker: str) -> WorkerInfo:
+        return WorkerInfo.model_validate(self._call("POST", f"/workers/{worker}/drain"))
 
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 1.0) -> JobStatus:
         """Poll until the job is final; raises TimeoutError past ``timeout`` seconds."""

@@ -1,4 +1,4 @@
-"""Job commands: submit, status, jobs, cancel."""
+"""Job commands: submit, status, jobs."""
 
 from __future__ import annotations
 
@@ -123,14 +123,3 @@ def jobs(
         )
     console.print(table)
     console.print(f"{len(page.items)} of {page.total} job(s)")
-
-
-@click.command()
-@click.argument("job_id")
-@click.option("--reason", "-r", default=None, help="Why (kept in the job's audit log).")
-@farm_errors
-def cancel(job_id: str, reason: str | None) -> None:
-    """Cancel a job (queued: at once; running: after the current frame)."""
-    with client() as farm:
-        job = farm.cancel(job_id, reason)
-    console.print(f"{job.id}: {state_text(job.state)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from services.cli import evaluation, farm, jobs, models, synth
+from services.cli import control, evaluation, farm, jobs, models, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +17,16 @@ for command in (
     jobs.submit,
     jobs.status,
     jobs.jobs,
-    jobs.cancel,
+    control.cancel,
+    control.pause,
+    control.resume,
+    control.retry,
+    control.priority,
+    control.tasks,
+    control.log,
+    control.workers,
+    control.drain,
+    control.dispatcher,
     farm.up,
     farm.api,
     farm.worker,
