@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI
+from tests.harness import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
