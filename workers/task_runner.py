@@ -29,7 +29,7 @@ from services.store.workers import WorkerRegistry
 from services.webhooks import notify_finished
 from workers import gpu
 from workers.failures import InjectedFault, classify, describe
-from workers.io.exr import read_exr_header, set_exr_threads
+from workers.io.exr import read_exr_header, remove_partial_writes, set_exr_threads
 from workers.io.plate import PlateDecoder, PlateInfo, resolve_plate
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
@@ -333,7 +333,10 @@ def _scratch(output_dir: str) -> Path:
 
 
 def _written_by(path: Path, job_id: str) -> bool:
-    """The frame on disk is this job's (mattes are renamed into place whole, so it is complete)."""
+    """The frame on disk is this job's (mattes are renamed into place whole, so it is complete).
+    A killed attempt's half-written temporary is removed here, before the frame is written again."""
+    if remove_partial_writes(path):
+        task_log.info("removed a partial write of %s left by a killed attempt", path.name)
     if not path.exists():
         return False
     try:

@@ -109,3 +109,12 @@ def write_exr_atomic(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_writes(path: Path) -> int:
+    """Delete temporaries a killed writer left beside ``path``; returns how many.
+    Only the task that owns the frame may call this (its attempt token makes it the only writer)."""
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return len(stale)

@@ -1,0 +1,141 @@
+"""Faults on a live farm (real Redis with AOF, PostgreSQL, real worker processes): a worker killed
+with SIGKILL mid-export, Redis restarted mid-job, a task that always crashes its process, and a
+high-priority job overtaking ten queued ones."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schemas import JobState
+from schemas.task import TaskState
+from tests.conftest import fresh_database
+from tests.factories import write_small_shot
+from tests.harness import LiveFarm, RedisServer, live_farm
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def database_url(postgres_server: str) -> Iterator[str]:
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+def submit(farm: LiveFarm, plate: Path, **extra: object) -> str:
+    with farm.client() as client:
+        spec = {"plate": str(plate), "prompt": "ball, box, car", "output_root": str(farm.root / "renders")}
+        return client.submit(spec | extra).id
+
+
+def test_a_worker_killed_mid_export_loses_nothing_and_writes_each_frame_once(
+    redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    # Big enough frames that an export chunk takes a while (Cryptomatte at 960×540).
+    plate = write_small_shot(tmp_path, "sh040", frames=24, width=960, height=540)
+    with live_farm(tmp_path, redis_server, database_url, task_frames="8") as farm:
+        farm.start_worker("w1")
+        job_id = submit(farm, plate)
+        with farm.client() as client:
+            deadline = time.monotonic() + 120
+            victim = None
+            while victim is None and time.monotonic() < deadline:
+                running = [t for t in client.tasks(job_id) if t.stage == "export" and t.state == TaskState.RUNNING]
+                if running and running[0].frames_done >= 2:
+                    victim = running[0]
+                time.sleep(0.05)
+            assert victim is not None, "never saw an export chunk part-way through\n" + farm.log_tails()
+            farm.kill("w1")  # SIGKILL to the worker and its pool child: no goodbye, no ack
+            output = Path(client.job(job_id).output_dir)
+            before_restart = {p.name: p.stat().st_ino for p in output.glob("*.exr")}
+            farm.start_worker("w2")
+            job = farm.wait_for(job_id, lambda j: j.state.is_final, timeout=180)
+            tasks = client.tasks(job_id)
+            logs = {t.id: client.task_log(t.id, 5000) for t in tasks}
+            events = client.events(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert len(before_restart) >= 2  # the killed attempt had written some of its frames
+    files = sorted(output.glob("*.exr"))
+    assert [f.name for f in files] == [f"sh040_roto_v001.{n}.exr" for n in range(1001, 1025)]
+    assert not list(output.glob(".*")), "a temporary file was left behind"
+    # Exactly once: no frame was logged as written twice, every frame was written or kept, and the
+    # frames on disk before the new worker started are the same files (same inode) at the end.
+    lines = [line.message for log in logs.values() for line in log.lines]
+    wrote = Counter(int(m.split("wrote frame ")[1].split()[0]) for m in lines if "wrote frame " in m)
+    kept = {int(m.split("frame ")[1].split()[0]) for m in lines if "already written by this job" in m}
+    assert max(wrote.values()) == 1, wrote
+    assert set(wrote) | kept == set(range(1001, 1025))
+    assert kept, "the retry did not resume from the frames already written"
+    assert all(os.stat(output / name).st_ino == ino for name, ino in before_restart.items())
+    # The audit log shows the dead worker's attempt and the retry on the new worker.
+    retried = next(t for t in tasks if t.id == victim.id)
+    assert retried.attempts == 2 and retried.worker.startswith("w2@")
+    messages = [(e.kind, e.message) for e in events if e.task_id == victim.id]
+    assert any(kind == "task_failed" and "stopped heartbeating" in m for kind, m in messages), messages
+    assert any(kind == "retry" and "attempt 2 of 3" in m for kind, m in messages), messages
+
+
+def test_redis_restarted_mid_job_the_job_finishes(database_url: str, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    plate = write_small_shot(tmp_path, "sh050", frames=24)
+    try:
+        with live_farm(tmp_path, redis, database_url, task_frames="4", synthetic_delay_s="0.05") as farm:
+            farm.start_worker("w1")
+            job_id = submit(farm, plate)
+            farm.wait_for(job_id, lambda j: j.stages[0].frames_done >= 8)
+            redis.stop()  # AOF flushed on SIGTERM; queued and unacked messages survive
+            time.sleep(2.0)
+            redis.start()
+            job = farm.wait_for(job_id, lambda j: j.state.is_final, timeout=180)
+            with farm.client() as client:
+                tasks = client.tasks(job_id)
+    finally:
+        redis.stop()
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert all(t.state == TaskState.SUCCEEDED for t in tasks)
+    assert len(list(Path(job.output_dir).glob("*.exr"))) == 24
+
+
+def test_a_task_that_always_crashes_its_worker_ends_dead_not_in_a_loop(
+    redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    plate = write_small_shot(tmp_path, "sh060", frames=4)
+    with live_farm(tmp_path, redis_server, database_url, max_attempts="3") as farm:
+        farm.start_worker("w1", fault="exit@segment")  # the process exits in every segment task
+        job_id = submit(farm, plate)
+        job = farm.wait_for(job_id, lambda j: j.state.is_final, timeout=180)
+        time.sleep(2.0)  # nothing runs it again afterwards
+        with farm.client() as client:
+            tasks = client.tasks(job_id)
+            events = client.events(job_id)
+    assert job.state == JobState.FAILED
+    segment = next(t for t in tasks if t.stage == "segment")
+    assert (segment.state, segment.attempts) == (TaskState.DEAD, 3)
+    assert job.error.startswith("task segment#0 (1001-1004) is dead (dead after 3 of 3 attempts)")
+    assert [e.kind for e in events].count("task_failed") == 2 and [e.kind for e in events].count("task_dead") == 1
+    assert all(t.state in (TaskState.SUCCEEDED, TaskState.CANCELED) for t in tasks if t.id != segment.id)
+
+
+def test_a_high_priority_job_starts_next_on_a_busy_farm(
+    redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    plate = write_small_shot(tmp_path, "sh070", frames=4)
+    with live_farm(tmp_path, redis_server, database_url, synthetic_delay_s="0.05") as farm:
+        farm.start_worker("w1")
+        low = [submit(farm, plate, priority=10) for _ in range(10)]
+        farm.wait_for(low[0], lambda j: j.state == JobState.RUNNING)
+        high = submit(farm, plate, priority=90)
+        farm.wait_for(high, lambda j: j.state == JobState.SUCCEEDED, timeout=180)
+        with farm.client() as client:
+            started = {job_id: client.job(job_id).started_at for job_id in low}
+            high_started = client.job(high).started_at
+    # Only the job that was running when it arrived started before it; the other nine wait.
+    assert started[low[0]] < high_started
+    assert all(started[j] is None or started[j] > high_started for j in low[1:]), started
