@@ -69,6 +69,7 @@ def submit(settings: Settings, plate: Path, farm_root: Path, user: str = "alice"
     from services.store.tasks import TaskStore
 
     db = Database(settings.resolved_database_url)
+    db.upgrade()
     try:
         service = JobService(settings, JobStore(db), TaskStore(db))
         spec = JobSpec(

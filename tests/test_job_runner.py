@@ -153,3 +153,61 @@ def test_a_duplicate_message_for_a_finished_job_does_nothing(
     assert runtime.run_task(first.id, token) is None
     assert runtime.run_task(first.id, "not-the-token") is None
     assert runtime.tasks.get(first.id).attempts == 1
+
+
+def test_a_draining_worker_hands_its_task_back_and_the_next_one_resumes(
+    settings: Settings, shot: Path, farm_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.pipeline.export as export_module
+
+    job_id = submit(settings, shot, farm_root)
+    first = WorkerRuntime(settings, register=False, name="w1@a:1")
+    write = export_module.write_exr_atomic
+
+    def write_then_drain(path, *args, **kwargs):
+        write(path, *args, **kwargs)
+        first.pulse.stopping = True  # a warm shutdown arrives after the chunk's first frame
+
+    monkeypatch.setattr(export_module, "write_exr_atomic", write_then_drain)
+    try:
+        while not first.pulse.stopping:
+            ready = first.tasks.candidates()
+            token = first.tasks.mark_queued(ready[0].task_id, "gpu")
+            first.run_task(ready[0].task_id, token)
+    finally:
+        first.close()
+    monkeypatch.setattr(export_module, "write_exr_atomic", write)
+    handed_back = next(t for t in first.tasks.for_job(job_id) if t.stage == "export" and t.index == 0)
+    assert (handed_back.state, handed_back.attempts, handed_back.failure) == ("waiting", 0, "infrastructure")
+    second = WorkerRuntime(settings, register=False, name="w2@b:2")
+    try:
+        run_tasks(second, job_id)
+        job = second.store.get(job_id)
+        log = [line.message for line in second.tasks.log_tail(handed_back.id, 100).lines]
+        events = second.store.events(job_id)
+    finally:
+        second.close()
+    assert job.state == JobState.SUCCEEDED
+    assert any("w1@a:1 is shutting down" in m for m in log)
+    assert "workers.task: frame 1001 already written by this job; kept sh010_roto_v001.1001.exr" in log
+    assert not any("wrote frame 1001" in m for m in log[log.index(next(m for m in log if "kept" in m)) :])
+    assert any(e.kind == "requeued" and "shut down" in e.message for e in events)
+    assert job.counters.frames_written == 8  # each frame written once across both workers
+
+
+def test_an_out_of_memory_error_retries_with_lighter_settings(settings: Settings, shot: Path, farm_root: Path) -> None:
+    oom = settings.model_copy(update={"fault": "oom@segment"})
+    runtime = WorkerRuntime(oom, register=False)
+    try:
+        job_id = submit(oom, shot, farm_root)
+        run_tasks(runtime, job_id)
+        job = runtime.store.get(job_id)
+        segment = next(t for t in runtime.tasks.for_job(job_id) if t.stage == "segment")
+        log = [line.message for line in runtime.tasks.log_tail(segment.id, 100).lines]
+        events = [e.message for e in runtime.store.events(job_id) if e.task_id == segment.id]
+    finally:
+        runtime.close()
+    assert job.state == JobState.SUCCEEDED
+    assert (segment.attempts, segment.lighter, segment.state) == (2, 1, "succeeded")
+    assert any("out_of_memory" in m and "lighter settings" in m for m in events)
+    assert any("lighter settings: feature cache 512 → 256 MB; tracking state offloaded" in m for m in log), log

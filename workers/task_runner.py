@@ -233,16 +233,18 @@ class WorkerRuntime:
                 written += 1
                 task_log.info("wrote frame %d → %s", frame, path.name)
 
-        export_stage(
-            target,
-            [ExportedLayer(layer.id, layer.name) for layer in job.layers],
-            LayerStore(_scratch(job.output_dir)),
-            TaskReporter(self.pulse, task_log),
-            positions=positions,
-            keep_existing=lambda path: _written_by(path, job.id),
-            wrote=wrote,
-        )
-        self.store.add_counters(job.id, {"frames_written": written})
+        try:
+            export_stage(
+                target,
+                [ExportedLayer(layer.id, layer.name) for layer in job.layers],
+                LayerStore(_scratch(job.output_dir)),
+                TaskReporter(self.pulse, task_log),
+                positions=positions,
+                keep_existing=lambda path: _written_by(path, job.id),
+                wrote=wrote,
+            )
+        finally:  # frames an interrupted attempt wrote count too: the next one keeps them
+            self.store.add_counters(job.id, {"frames_written": written})
 
     def _finalise(self, job, plate: PlateInfo) -> None:
         """Review media and the manifest, once every frame is on disk; then the scratch goes."""

@@ -365,7 +365,7 @@ class TaskStore:
         s.add(
             _event(job.id, kind, worker, f"{_label(task)} {failure}: {error} — {outcome.why}{when}{lighter}", task.id)
         )
-        if outcome.counted and failure != FailureClass.FATAL and host:
+        if failure == FailureClass.RETRYABLE and host:  # OOM is the settings' fault, fatal the input's
             self._count_against(s, job.id, host, worker)
         if outcome.state == TaskState.DEAD:
             job.error = f"task {_label(task)} is dead ({outcome.why}): {error}"
