@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from schemas import Strategy
-from services.cli.common import console, err
+from services.cli.common import client, console, err, farm_errors
 
 
 @click.command("eval")
@@ -307,3 +307,31 @@ def bench_io(
             f"{r.file_mb / r.frames:.2f}",
         )
     console.print(table)
+
+
+@click.command("bench-api")
+@click.argument("plate")
+@click.option("--jobs", "jobs_", type=click.IntRange(1, 100000), default=200, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--output-root", "-o", required=True, help="Where the benchmark's jobs would write (their folders are made)."
+)
+@click.option("--cancel/--keep", default=True, show_default=True, help="Cancel the submitted jobs afterwards.")
+@farm_errors
+def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bool) -> None:
+    """Submit JOBS jobs from CLIENTS concurrent clients, read their status; API latency median and p99."""
+    from services.cli.common import api_token, api_url
+    from services.load_benchmark import run_load
+
+    spec = {"plate": plate, "prompt": "person", "output_root": output_root, "show": "bench", "priority": 1}
+    with console.status(f"{jobs_} submissions from {clients} clients…"):
+        report = run_load(api_url(), api_token(), spec, jobs_, clients)
+    for line in report.lines():
+        console.print(line)
+    if cancel and report.job_ids:
+        with client() as farm:
+            results = farm.bulk(report.job_ids, "cancel", reason="bench-api cleanup").results
+        console.print(f"canceled {sum(r.ok for r in results)} benchmark job(s)")
+    if report.submit.errors or len(report.job_ids) != jobs_:
+        err.print(f"[red]{len(report.submit.errors)} submission(s) failed: {report.submit.errors[:3]}[/]")
+        raise SystemExit(1)

@@ -38,6 +38,7 @@ for command in (
     evaluation.compare,
     evaluation.bench,
     evaluation.bench_io,
+    evaluation.bench_api,
 ):
     cli.add_command(command)
 
