@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh Debian machine with Python 3.11 (CPU or CUDA):
-# system packages (Redis, PostgreSQL, OpenEXR tools), a virtualenv in .venv, and the Python
+# system packages (Redis, PostgreSQL, OpenEXR tools, Chromium for the dashboard test), a virtualenv in .venv, and the Python
 # packages in the order their builds need. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=${VENV:-.venv}
-APT_PACKAGES="redis-server postgresql openexr"
+APT_PACKAGES="redis-server postgresql openexr chromium chromium-driver"
 
 say() { printf '\n==> %s\n' "$*"; }
 
