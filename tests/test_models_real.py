@@ -17,7 +17,7 @@ from workers.io.exr import read_exr_header
 from workers.models.builder import ModelsMissingError, build_models
 from workers.models.interfaces import Detection, ModelFrame, ModelSet
 from workers.provenance import RANDOM_WEIGHTS_WARNING
-from workers.task_runner import WorkerRuntime
+from workers.task_runner import WorkerRuntime, models_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -87,7 +87,7 @@ def test_official_weights_missing_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.fixture
 def runtime(settings: Settings, model_set: ModelSet) -> Iterator[WorkerRuntime]:
     rt = WorkerRuntime(settings, register=False)
-    rt._models = model_set  # built once for the module rather than per test
+    rt._models = {models_key(settings): model_set}  # built once for the module rather than per test
     yield rt
     rt.close()
 

@@ -50,6 +50,10 @@ task_log = logging.getLogger("workers.task")
 task_log.setLevel(logging.INFO)  # the task log keeps INFO whatever the process's log level
 
 
+def models_key(settings: Settings) -> str:
+    return f"{settings.model_backend}/{settings.sam2_size}/{settings.weights}"
+
+
 def worker_name() -> str:
     node = os.environ.get("MATTEFARM_WORKER_NODE") or f"worker@{socket.gethostname()}"
     return f"{node}:{os.getpid()}"
@@ -106,7 +110,8 @@ class WorkerRuntime:
         return round(get_profile(self.settings.worker_profile).gpu_memory_gb * 1024) or None
 
     def models_for(self, settings: Settings) -> ModelSet:
-        key = f"{settings.model_backend}/{settings.sam2_size}/{settings.weights}"
+        """The models for these settings, built once per process (an OOM retry may need a smaller SAM2)."""
+        key = models_key(settings)
         if key not in self._models:
             started = time.monotonic()
             self._models[key] = build_models(settings)

@@ -124,7 +124,7 @@ def worker(queues: str | None, gpu: int | None, profile: str | None, name: str |
     prepare_local_broker(settings)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    node = name or f"{'gpu' + str(gpu) if gpu is not None else 'worker'}@{socket.gethostname()}"
+    node = (name or f"{'gpu' + str(gpu) if gpu is not None else 'worker'}@%h").replace("%h", socket.gethostname())
     os.environ.update(worker_env(node))
     command = worker_command(",".join(settings.consumed_queues), node, loglevel=loglevel)
     os.execvp(command[0], command)
