@@ -41,10 +41,10 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def farm(redis_server: RedisServer, postgres_server: str, tmp_path: Path) -> Iterator[LiveFarm]:
     write_small_shot(tmp_path, "sh090", frames=24, width=320, height=180)
-    with fresh_database(postgres_server) as database_url:
-        with live_farm(tmp_path, redis_server, database_url, synthetic_delay_s="0.12", task_frames="6") as running:
-            running.start_worker("gpu0")
-            yield running
+    settings = {"synthetic_delay_s": "0.12", "task_frames": "6"}
+    with fresh_database(postgres_server) as url, live_farm(tmp_path, redis_server, url, **settings) as running:
+        running.start_worker("gpu0")
+        yield running
 
 
 def wait(predicate, timeout: float = 60.0, what: str = "") -> None:
@@ -58,12 +58,16 @@ def wait(predicate, timeout: float = 60.0, what: str = "") -> None:
 def test_the_dashboard_shows_a_running_job_and_cancels_it(farm: LiveFarm, browser) -> None:
     from selenium.webdriver.common.by import By
 
+    spec = {
+        "plate": str(farm.root / "sh090/plate/sh090.####.exr"),
+        "prompt": "ball, box, car",
+        "output_root": str(farm.root / "renders"),
+        "show": "demo",
+    }
     with farm.client() as client:
-        done = client.submit({"plate": str(farm.root / "sh090/plate/sh090.####.exr"), "prompt": "ball, box, car",
-                              "output_root": str(farm.root / "renders"), "frames": "1001-1006", "show": "demo"})  # fmt: skip
+        done = client.submit(spec | {"frames": "1001-1006"})
         farm.wait_for(done.id, lambda j: j.state == JobState.SUCCEEDED)
-        job = client.submit({"plate": str(farm.root / "sh090/plate/sh090.####.exr"), "prompt": "ball, box, car",
-                             "output_root": str(farm.root / "renders"), "show": "demo", "priority": 60})  # fmt: skip
+        job = client.submit(spec | {"priority": 60})
     browser.get(f"{farm.url}/dashboard#token={ALICE}&job={job.id}")
 
     def job_row():
