@@ -39,9 +39,5 @@ class JobNotFound(FarmServiceError):
     status, code = 404, "job_not_found"
 
 
-class JobConflict(FarmServiceError):
-    status, code = 409, "conflict"
-
-
 class QueueUnavailable(FarmServiceError):
     status, code = 503, "queue_unavailable"

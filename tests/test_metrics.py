@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -9,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from farm_config import Settings
 from schemas import JobState
-from tests.factories import ALICE, run_tasks, submit
+from tests.factories import ALICE, RecordingQueue, run_tasks, submit
 from workers.task_runner import WorkerRuntime
 
 
@@ -23,20 +24,29 @@ def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
-def test_metrics_after_a_job(settings: Settings, shot: Path, farm_root: Path, api: TestClient) -> None:
-    runtime = WorkerRuntime(settings)  # registered: it is the farm's one worker, and it is up
+def test_metrics_after_a_job(
+    settings: Settings, shot: Path, farm_root: Path, api: TestClient, queue: RecordingQueue
+) -> None:
+    runner = WorkerRuntime(settings, register=False)
     try:
         done = submit(settings, shot, farm_root)
-        run_tasks(runtime, done)
-        assert runtime.store.get(done).state == JobState.SUCCEEDED
-        api.post(
-            "/jobs",
-            json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
-            headers={"Authorization": f"Bearer {ALICE}"},
-        )
+        run_tasks(runner, done)
+        assert runner.store.get(done).state == JobState.SUCCEEDED
+    finally:
+        runner.close()
+    api.post(
+        "/jobs",
+        json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
+        headers={"Authorization": f"Bearer {ALICE}"},
+    )
+    idle = WorkerRuntime(settings)  # registered and free: the API's dispatcher sends it one task
+    try:
+        deadline = time.monotonic() + 10
+        while not queue.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
         m = scrape(api)
     finally:
-        runtime.close()
+        idle.close()
     assert m[("mattefarm_jobs", (("state", "succeeded"),))] == 1
     assert m[("mattefarm_jobs", (("state", "queued"),))] == 1
     assert m[("mattefarm_jobs", (("state", "failed"),))] == 0

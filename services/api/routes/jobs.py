@@ -13,7 +13,7 @@ from services.api.deps import ServiceDep, UserDep
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
