@@ -70,16 +70,16 @@ def test_the_dashboard_shows_a_running_job_and_cancels_it(farm: LiveFarm, browse
         job = client.submit(spec | {"priority": 60})
     browser.get(f"{farm.url}/dashboard#token={ALICE}&job={job.id}")
 
-    def job_row():
-        rows = browser.find_elements(By.CSS_SELECTOR, f'tr.job[data-id="{job.id}"]')
-        return rows[0] if rows else None
+    # The tables are redrawn on every poll, so each read is one script: no element goes stale under it.
+    row = f'tr.job[data-id="{job.id}"]'
 
-    wait(lambda: job_row() is not None and job_row().get_attribute("data-state") == "running", what="a running job")
+    def row_state() -> str | None:
+        return browser.execute_script(f"return document.querySelector('{row}')?.dataset.state ?? null")
 
     def progress() -> float:
-        bar = job_row().find_element(By.CSS_SELECTOR, ".bar > span")
-        return float(bar.get_attribute("style").split("width:")[1].split("%")[0])
+        return browser.execute_script(f"return parseFloat(document.querySelector('{row} .bar > span').style.width)")
 
+    wait(lambda: row_state() == "running", what="a running job")
     first = progress()
     wait(lambda: progress() > first, what="the progress bar to move without a reload")
     wait(lambda: "gpu0@localhost" in browser.find_element(By.ID, "workers").text, what="the worker in the table")
@@ -93,7 +93,7 @@ def test_the_dashboard_shows_a_running_job_and_cancels_it(farm: LiveFarm, browse
     assert "needs a reason" in browser.find_element(By.ID, "control-result").text
     browser.find_element(By.ID, "cancel-reason").send_keys("wrong prompt, resubmitting")
     browser.find_element(By.ID, "btn-cancel").click()
-    wait(lambda: job_row().get_attribute("data-state") == "canceled", what="the job to show canceled")
+    wait(lambda: row_state() == "canceled", what="the job to show canceled")
     wait(lambda: "wrong prompt, resubmitting" in browser.find_element(By.ID, "events").text, what="the audit line")
     browser.save_screenshot(str(ARTIFACTS / "dashboard-canceled.png"))
     with farm.client() as client:
