@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from farm_config.settings import Settings
-from schemas import ModelsUsed, ReviewLinks, StageName, WorkerInfo, split_prompt
+from schemas import JobStatus, ModelsUsed, ReviewLinks, StageName, WorkerInfo, split_prompt
 from schemas.task import TaskKind, TaskStatus
 from services.dispatcher import Dispatcher
 from services.queue import JobQueue
@@ -194,7 +194,7 @@ class WorkerRuntime:
         models = self.models_for(settings)
         self._record_models(job.id, models)
         opts = job.spec.options
-        decoder = PlateDecoder.configured(plate, opts.max_side, job.spec.colourspace, self.settings)
+        decoder = self._decoder(job, plate)
         scratch = _scratch(job.output_dir)
         before = models.counters()
         keep = window_keep(opts)
@@ -219,8 +219,8 @@ class WorkerRuntime:
         counters["decode_wait_ms"] = round(source.wait_s * 1000)
         self.store.add_counters(job.id, counters)
 
-    def _export(self, job, plate: PlateInfo, positions: range) -> None:
-        decoder = PlateDecoder.configured(plate, job.spec.options.max_side, job.spec.colourspace, self.settings)
+    def _export(self, job: JobStatus, plate: PlateInfo, positions: range) -> None:
+        decoder = self._decoder(job, plate)
         target = MatteSequence(
             frames=plate.frames,
             geometry=plate.geometry,
@@ -251,9 +251,9 @@ class WorkerRuntime:
         finally:  # frames an interrupted attempt wrote count too: the next one keeps them
             self.store.add_counters(job.id, {"frames_written": written})
 
-    def _finalise(self, job, plate: PlateInfo) -> None:
+    def _finalise(self, job: JobStatus, plate: PlateInfo) -> None:
         """Review media and the manifest, once every frame is on disk; then the scratch goes."""
-        decoder = PlateDecoder.configured(plate, job.spec.options.max_side, job.spec.colourspace, self.settings)
+        decoder = self._decoder(job, plate)
         output = SequencePattern.parse(job.output_pattern)
         stem = Path(job.output_pattern).name.split(".")[0]
         layers = [ExportedLayer(layer.id, layer.name) for layer in job.layers]
@@ -301,6 +301,9 @@ class WorkerRuntime:
         self.store.record_run(job.id, manifest=str(manifest))
         shutil.rmtree(_scratch(job.output_dir), ignore_errors=True)
         task_log.info("manifest %s; %d frames", manifest.name, len(written))
+
+    def _decoder(self, job: JobStatus, plate: PlateInfo) -> PlateDecoder:
+        return PlateDecoder.configured(plate, job.spec.options.max_side, job.spec.colourspace, self.settings)
 
     def _inject_fault(self, task: TaskStatus) -> None:
         kind, _, stage = self.settings.fault.partition("@")

@@ -48,11 +48,13 @@ def plan_tasks(frames: list[int], task_frames: int) -> list[TaskPlan]:
     plans: list[TaskPlan] = []
     for position, stage in enumerate(STAGE_ORDER):
         size = len(frames) if stage in WHOLE_SHOT_STAGES else task_frames
-        for index, (start, end) in enumerate(chunk_bounds(len(frames), size)):
+        bounds = chunk_bounds(len(frames), size)
+        for index, (start, end) in enumerate(bounds):
             plans.append(TaskPlan(stage, position, index, TaskKind.FRAMES, start, end, frames[start], frames[end - 1]))
         if stage == StageName.EXPORT and frames:
-            index = len(plans) - sum(1 for p in plans if p.stage != stage)
-            plans.append(TaskPlan(stage, position, index, TaskKind.FINALISE, 0, len(frames), frames[0], frames[-1]))
+            plans.append(
+                TaskPlan(stage, position, len(bounds), TaskKind.FINALISE, 0, len(frames), frames[0], frames[-1])
+            )
     return plans
 
 

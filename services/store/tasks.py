@@ -619,6 +619,11 @@ def _stop_others(s: Session, job_id: str, except_id: int, why: str) -> None:
             _move(task, TaskState.CANCELED, finished_at=utcnow(), error=why)
 
 
+def _frames_done(state: str, reported: int, frames: int) -> int:
+    """A task's share of its stage's progress: all of it once succeeded, else what it reported."""
+    return frames if state == TaskState.SUCCEEDED else min(reported, frames)
+
+
 def _stage_progress(s: Session, task_id: int) -> None:
     """The stage's frames done, from its frame tasks (a heartbeat's share of the stage row)."""
     job_id, stage = s.execute(select(TaskRow.job_id, TaskRow.stage).where(TaskRow.id == task_id)).one()
@@ -627,10 +632,7 @@ def _stage_progress(s: Session, task_id: int) -> None:
             TaskRow.job_id == job_id, TaskRow.stage == stage, TaskRow.kind == TaskKind.FRAMES
         )
     ).all()
-    done = sum(
-        (r.end_pos - r.first_pos) if r.state == TaskState.SUCCEEDED else min(r.frames_done, r.end_pos - r.first_pos)
-        for r in rows
-    )
+    done = sum(_frames_done(r.state, r.frames_done, r.end_pos - r.first_pos) for r in rows)
     s.execute(update(StageRow).where(StageRow.job_id == job_id, StageRow.name == stage).values(frames_done=done))
 
 
@@ -662,10 +664,7 @@ def _refresh_stages(s: Session, job_id: str, tasks: list[TaskRow]) -> None:
             continue
         states = Counter(TaskState(t.state) for t in by_stage[stage.name])
         stage.frames_total = sum(t.end_pos - t.first_pos for t in group)
-        stage.frames_done = sum(
-            (t.end_pos - t.first_pos) if t.state == TaskState.SUCCEEDED else min(t.frames_done, t.end_pos - t.first_pos)
-            for t in group
-        )
+        stage.frames_done = sum(_frames_done(t.state, t.frames_done, t.end_pos - t.first_pos) for t in group)
         starts = [t.started_at for t in by_stage[stage.name] if t.started_at]
         stage.started_at = min(starts) if starts else None
         if states[TaskState.SUCCEEDED] == sum(states.values()):
