@@ -153,6 +153,24 @@ class Settings(BaseSettings):
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("worker_profile")
+    @classmethod
+    def _known_profile(cls, profile: str | None) -> str | None:
+        from farm_config.profiles import PROFILES
+
+        if profile is not None and profile not in PROFILES:
+            raise ValueError(f"MATTEFARM_WORKER_PROFILE: unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+        return profile
+
+    @field_validator("fault")
+    @classmethod
+    def _fault_drill(cls, fault: str) -> str:
+        kind, _, stage = fault.partition("@")
+        stages = ("detect", "segment", "track", "export")
+        if fault and (kind not in ("crash", "exit", "oom") or stage not in stages):
+            raise ValueError(f"MATTEFARM_FAULT must be crash@STAGE, exit@STAGE or oom@STAGE with STAGE in {stages}")
+        return fault
+
     @field_validator("read_roots", "write_roots")
     @classmethod
     def _absolute_roots(cls, roots: list[Path]) -> list[Path]:

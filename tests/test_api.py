@@ -183,3 +183,24 @@ def test_openapi_docs_are_served(api: TestClient) -> None:
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/{action}", "/tasks/{task_id}/log", "/healthz"} <= set(paths)
+
+
+def test_bad_task_options_and_controls_name_the_field(api: TestClient, shot: Path, farm_root: Path) -> None:
+    for extra, field in (({"task_frames": 0}, "task_frames"), ({"min_gpu_memory_gb": -1}, "min_gpu_memory_gb")):
+        response = api.post("/jobs", json=spec(shot, farm_root, **extra), headers=auth())
+        assert response.status_code == 422 and problem_fields(response) == [field]
+    job_id = api.post("/jobs", json=spec(shot, farm_root), headers=auth()).json()["id"]
+    no_priority = api.post(f"/jobs/{job_id}/priority", headers=auth())
+    assert no_priority.status_code == 422 and problem_fields(no_priority) == ["priority"]
+    rush = api.post(f"/jobs/{job_id}/priority", json={"priority": 95}, headers=auth())
+    assert rush.status_code == 403 and "admins" in rush.json()["message"]
+    assert api.post(f"/jobs/{job_id}/explode", headers=auth()).status_code == 422
+    assert api.post(f"/jobs/{job_id}/stages/render/pause", headers=auth()).status_code == 422
+    assert api.post("/tasks/999999/pause", headers=auth()).status_code == 404
+    assert api.post("/workers/nobody/drain", headers=auth()).status_code == 403  # not an admin
+    assert api.post("/workers/nobody/drain", headers=auth(ADMIN)).status_code == 404
+    bulk = api.post("/jobs/bulk/pause", json={"job_ids": [job_id, "missing"]}, headers=auth(BOB)).json()
+    assert [(r["target"], r["ok"]) for r in bulk["results"]] == [(job_id, False), ("missing", False)]
+    assert "belongs to alice" in bulk["results"][0]["message"]
+    mine = api.post("/jobs/bulk/pause", json={"job_ids": [job_id]}, headers=auth()).json()["results"][0]
+    assert mine["ok"] and mine["state"] == "paused"

@@ -86,3 +86,22 @@ def test_worker_profiles() -> None:
     assert get_profile("a4000").gpu_memory_gb == 16.0
     with pytest.raises(ValueError, match="choose one of"):
         get_profile("v100")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MATTEFARM_WORKER_PROFILE": "v100"}, "MATTEFARM_WORKER_PROFILE"),
+        ({"MATTEFARM_FAULT": "explode@segment"}, "MATTEFARM_FAULT"),
+        ({"MATTEFARM_FAULT": "crash@render"}, "MATTEFARM_FAULT"),
+        ({"MATTEFARM_SHOW_GPU_CAPS": "showA=4"}, "show_gpu_caps"),
+        ({"MATTEFARM_TASK_FRAMES": "0"}, "task_frames"),
+    ],
+)
+def test_bad_farm_operations_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=named):
+        Settings()
