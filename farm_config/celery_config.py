@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from farm_config.settings import Settings
+from celery import Celery
+
+from farm_config.settings import Settings, get_settings
 
 RUN_TASK = "mattefarm.run_task"  # one message per task (a chunk of a stage); the dispatcher names its queue
 
@@ -70,3 +72,15 @@ def prepare_local_broker(settings: Settings) -> None:
     if settings.uses_local_broker:
         for name in ("messages", "control"):
             (settings.broker_folder / name).mkdir(parents=True, exist_ok=True)
+
+
+def make_celery(config: dict[str, Any] | None = None, include: tuple[str, ...] = ()) -> Celery:
+    """A Celery app; with no config, one that reads the settings when first used. Senders (the
+    dispatcher) need no task modules: a message names its task (``RUN_TASK``); the worker's app
+    passes ``include`` to register them."""
+    celery = Celery("mattefarm", set_as_current=False, include=list(include))
+    if config is None:
+        celery.add_defaults(lambda: celery_config(get_settings()))
+    else:
+        celery.conf.update(config)
+    return celery

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from farm_config.colour_defaults import DEFAULT_DISPLAY, DEFAULT_OCIO_CONFIG, DEFAULT_VIEW
+
 ModelBackend = Literal["synthetic", "sam2-gdino", "shadow"]
 WeightsMode = Literal["official", "random"]
 Sam2Size = Literal["tiny", "small", "base_plus", "large"]
@@ -130,11 +132,11 @@ class Settings(BaseSettings):
         description="Colour space of EXR plates whose header does not say (ACEScg or 'Linear Rec.709 (sRGB)').",
     )
     ocio_config: str = Field(
-        "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4",
+        DEFAULT_OCIO_CONFIG,
         description="OCIO config: a pinned built-in URI (nothing to download) or a config path.",
     )
-    ocio_display: str = Field("sRGB - Display", description="OCIO display the models see.")
-    ocio_view: str = Field("ACES 1.0 - SDR Video", description="OCIO view transform applied for the models.")
+    ocio_display: str = Field(DEFAULT_DISPLAY, description="OCIO display the models see.")
+    ocio_view: str = Field(DEFAULT_VIEW, description="OCIO view transform applied for the models.")
     use_ocio: bool = Field(True, description="False: a plain linear→sRGB curve instead of OpenColorIO.")
     decode_threads: int = Field(2, ge=0, le=32, description="Plate decoders running ahead of the GPU (0: inline).")
     decode_ahead: int = Field(4, ge=0, le=64, description="Frames decoded ahead of the one the models need.")
@@ -144,9 +146,15 @@ class Settings(BaseSettings):
     review_max_side: int = Field(1920, ge=128, le=8192, description="Longest side of review media, px.")
     review_fps: float = Field(24.0, gt=0.0, le=240.0, description="Review frame rate when the plate has none.")
 
-    api_host: str = "127.0.0.1"
+    api_host: str = Field("127.0.0.1", description="Where the API listens.")
     api_port: int = Field(8321, ge=1, le=65535)
-    page_size_max: int = 200
+    page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
+    # the CLI's side: which farm it talks to and as whom
+    api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
+    token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")
+    # a worker process's identity and start-up
+    worker_node: str = Field("", description="Celery node name (node@host); workers are named node:pid.")
+    warm_models: bool = Field(True, description="Load the models when a worker process starts, not on its first task.")
 
     @field_validator("read_roots", "write_roots", "tokens", "worker_queues", mode="before")
     @classmethod
@@ -220,6 +228,10 @@ class Settings(BaseSettings):
 
             return [get_profile(self.worker_profile).queue]
         return [self.gpu_queue, self.cpu_queue]
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url.rstrip("/") or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def broker_folder(self) -> Path:

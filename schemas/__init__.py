@@ -24,7 +24,7 @@ from schemas.job import (
     SubmitResponse,
     split_prompt,
 )
-from schemas.worker import FarmOverview, QueueInfo, WorkerInfo
+from schemas.worker import FarmOverview, QueueInfo, WorkerInfo, WorkerState
 
 __all__ = [
     "STAGE_ORDER",
@@ -53,6 +53,7 @@ __all__ = [
     "Strategy",
     "SubmitResponse",
     "WorkerInfo",
+    "WorkerState",
     "format_frame_range",
     "parse_frame_range",
     "split_prompt",

@@ -1,7 +1,7 @@
 """Tasks: a contiguous chunk of one stage's frames, the unit a worker runs and retries.
 
-The state machine is the farm's contract: every change of a task's state goes through
-:func:`check_transition`, so a transition not listed here is a bug, not a race.
+The states are the farm's contract; which changes between them are allowed is a rule, kept with
+the job and stage rules in ``services.scheduling.states``.
 """
 
 from __future__ import annotations
@@ -27,31 +27,6 @@ class TaskState(StrEnum):
     @property
     def is_open(self) -> bool:
         return self not in (TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELED)
-
-
-TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.WAITING: frozenset({TaskState.QUEUED, TaskState.PAUSED, TaskState.CANCELED}),
-    # queued → waiting: the message was lost (a Redis crash); the reconciler sends it again
-    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.WAITING, TaskState.PAUSED, TaskState.CANCELED}),
-    # running → waiting: the worker shut down gracefully or lost infrastructure (not counted)
-    TaskState.RUNNING: frozenset(
-        {TaskState.SUCCEEDED, TaskState.RETRYING, TaskState.DEAD, TaskState.CANCELED, TaskState.WAITING}
-    ),
-    TaskState.RETRYING: frozenset({TaskState.QUEUED, TaskState.PAUSED, TaskState.CANCELED}),
-    TaskState.PAUSED: frozenset({TaskState.WAITING, TaskState.CANCELED}),
-    TaskState.DEAD: frozenset({TaskState.WAITING}),  # an operator's retry
-    TaskState.CANCELED: frozenset({TaskState.WAITING}),  # retrying a failed or canceled job
-    TaskState.SUCCEEDED: frozenset(),
-}
-
-
-class IllegalTransition(ValueError):
-    pass
-
-
-def check_transition(current: TaskState, new: TaskState) -> None:
-    if new not in TASK_TRANSITIONS[current]:
-        raise IllegalTransition(f"a task cannot go from {current} to {new}")
 
 
 class TaskKind(StrEnum):

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
+
+
+class WorkerState(StrEnum):
+    ONLINE = "online"
+    STOPPING = "stopping"  # draining: hands its task back between frames and takes no more
+    OFFLINE = "offline"
 
 
 class WorkerInfo(BaseModel):
@@ -22,7 +29,7 @@ class WorkerInfo(BaseModel):
     current_job: str | None = None
     frames_done: int = 0
     frames_total: int = 0
-    state: str = Field("online", description="online, stopping (draining) or offline.")
+    state: WorkerState = Field(WorkerState.ONLINE, description="online, stopping (draining) or offline.")
     online: bool = Field(True, description="Heartbeat is fresh.")
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None

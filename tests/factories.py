@@ -10,7 +10,7 @@ from schemas import JobSpec
 from workers.synthetic.shot import write_shot
 
 if TYPE_CHECKING:
-    from workers.task_runner import WorkerRuntime
+    from services.farm.worker_node import FarmWorker
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789ab"
@@ -64,24 +64,21 @@ class DownQueue(RecordingQueue):
 def submit(settings: Settings, plate: Path, farm_root: Path, user: str = "alice", **extra: object) -> str:
     """Submit through the job service (validation, version folder, tasks), no API."""
     from farm_config import TokenGrant
-    from services.jobs import JobService
-    from services.store import Database, JobStore
-    from services.store.tasks import TaskStore
+    from services.composition import build_job_service, open_stores
 
-    db = Database(settings.resolved_database_url)
-    db.upgrade()
+    stores = open_stores(settings)
     try:
-        service = JobService(settings, JobStore(db), TaskStore(db))
+        service = build_job_service(settings, stores)
         spec = JobSpec(
             plate=str(plate),
             **({"prompt": "ball, box, car", "output_root": str(farm_root / "renders")} | extra),  # type: ignore[arg-type]
         )
         return service.submit(spec, TokenGrant(user, False)).id
     finally:
-        db.dispose()
+        stores.close()
 
 
-def run_tasks(runtime: WorkerRuntime, job_id: str | None = None, limit: int = 500) -> int:
+def run_tasks(runtime: FarmWorker, job_id: str | None = None, limit: int = 500) -> int:
     """Run ready tasks in this process, in dispatch order, until none is ready; returns how many ran."""
     ran = 0
     for _ in range(limit):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.pipeline.cleanup import asymmetric_sim, consolidate, remove_small_regions
-from workers.pipeline.windows import keyframe_windows, plan_windows
+from workers.core.cleanup import asymmetric_sim, consolidate, remove_small_regions
+from workers.core.windows import keyframe_windows, plan_windows
 
 
 def rect(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (50, 50)) -> np.ndarray:

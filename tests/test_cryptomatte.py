@@ -11,10 +11,10 @@ import numpy as np
 import OpenEXR
 import pytest
 
+from workers.core.layers import LayerNamer
 from workers.io import cryptomatte
 from workers.io.exr import ExrWriteError, read_exr_channels, write_exr_atomic
 from workers.pipeline.export import matte_channels
-from workers.pipeline.layers import LayerNamer
 
 # (name, uint32 after fix-up, float32 id) from the spec and Psyop's cryptomatte_utilities_tests.py
 VECTORS = [

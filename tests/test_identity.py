@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.pipeline.identity import IdentityBook, IdentityOptions, detection_quality
-from workers.pipeline.layers import FrameMask
+from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
+from workers.core.layers import FrameMask
 
 
 def disc(cx: int, cy: int, r: int = 8, shape: tuple[int, int] = (64, 96)) -> np.ndarray:

@@ -14,21 +14,22 @@ import pytest
 from farm_config import Settings
 from schemas import JobState, StageState
 from schemas.task import ControlAction, TaskState
+from services.composition import build_worker
+from services.farm.worker_node import FarmWorker
 from tests.factories import run_tasks, submit
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels
-from workers.task_runner import WorkerRuntime
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings, register=False)
+def runtime(settings: Settings) -> Iterator[FarmWorker]:
+    rt = build_worker(settings, register=False, broker=False)
     yield rt
     rt.close()
 
 
 def test_a_job_writes_one_exr_per_frame_with_a_layer_per_object(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(settings, shot, farm_root)
     # 8 frames in chunks of 3: detect, segment and export run 3 tasks each, track one, then finalise.
@@ -85,7 +86,7 @@ def test_a_job_writes_one_exr_per_frame_with_a_layer_per_object(
 
 
 def test_reruns_replace_frames_whole_and_keep_the_plate(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     plate_bytes = {p.name: p.read_bytes() for p in shot.parent.iterdir()}
     job_id = submit(settings, shot, farm_root)
@@ -102,7 +103,7 @@ def test_reruns_replace_frames_whole_and_keep_the_plate(
 
 
 def test_cancel_while_running_stops_between_frames(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, monkeypatch: pytest.MonkeyPatch
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = submit(settings, shot, farm_root)
     detect = runtime.models.detector.detect
@@ -128,7 +129,7 @@ def test_cancel_while_running_stops_between_frames(
 
 
 def test_a_vanished_plate_fails_the_job_with_a_readable_error(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(settings, shot, farm_root)
     (shot.parent / "sh010.1004.exr").unlink()
@@ -143,7 +144,7 @@ def test_a_vanished_plate_fails_the_job_with_a_readable_error(
 
 
 def test_a_duplicate_message_for_a_finished_job_does_nothing(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(settings, shot, farm_root)
     first = runtime.tasks.for_job(job_id)[0]
@@ -161,7 +162,7 @@ def test_a_draining_worker_hands_its_task_back_and_the_next_one_resumes(
     import workers.pipeline.export as export_module
 
     job_id = submit(settings, shot, farm_root)
-    first = WorkerRuntime(settings, register=False, name="w1@a:1")
+    first = build_worker(settings, register=False, name="w1@a:1", broker=False)
     write = export_module.write_exr_atomic
 
     def write_then_drain(path, *args, **kwargs):
@@ -179,7 +180,7 @@ def test_a_draining_worker_hands_its_task_back_and_the_next_one_resumes(
     monkeypatch.setattr(export_module, "write_exr_atomic", write)
     handed_back = next(t for t in first.tasks.for_job(job_id) if t.stage == "export" and t.index == 0)
     assert (handed_back.state, handed_back.attempts, handed_back.failure) == ("waiting", 0, "infrastructure")
-    second = WorkerRuntime(settings, register=False, name="w2@b:2")
+    second = build_worker(settings, register=False, name="w2@b:2", broker=False)
     try:
         run_tasks(second, job_id)
         job = second.store.get(job_id)
@@ -197,7 +198,7 @@ def test_a_draining_worker_hands_its_task_back_and_the_next_one_resumes(
 
 def test_an_out_of_memory_error_retries_with_lighter_settings(settings: Settings, shot: Path, farm_root: Path) -> None:
     oom = settings.model_copy(update={"fault": "oom@segment"})
-    runtime = WorkerRuntime(oom, register=False)
+    runtime = build_worker(oom, register=False, broker=False)
     try:
         job_id = submit(oom, shot, farm_root)
         run_tasks(runtime, job_id)

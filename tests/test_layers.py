@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.pipeline.layers import FrameMask, LayerLinker, channel_safe, layer_name
-from workers.pipeline.masks import iou
+from workers.core.layers import FrameMask, LayerLinker, channel_safe, layer_name
+from workers.core.masks import iou
 
 
 def square(x: int, y: int, size: int = 10, shape: tuple[int, int] = (64, 64)) -> np.ndarray:

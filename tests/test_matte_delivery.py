@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient
 from farm_config import Settings
 from schemas import JobState, JobStatus
 from services.api.app import create_app
+from services.composition import build_worker
 from tests.factories import ALICE, TOKENS, RecordingQueue, run_tasks, submit, write_small_shot
 from tests.plates import NTSC_FILM, exr_timecode, restamp_exr
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels
-from workers.task_runner import WorkerRuntime
 
 HALF_STEP = 2.0**-11  # half's spacing just below 1.0
 PLATE_WINDOWS = {"data": ((-16, -8), (143, 87)), "display": ((0, 0), (127, 79))}
@@ -54,7 +54,7 @@ def delivered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivered]:
     settings = Settings(
         data_dir=root / "data", read_roots=[root], write_roots=[root], tokens=TOKENS, model_backend="synthetic"
     )
-    runtime = WorkerRuntime(settings, register=False)  # applies the migrations
+    runtime = build_worker(settings, register=False, broker=False)  # applies the migrations
     job_id = submit(settings, pattern, root)
     try:
         run_tasks(runtime, job_id)

@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from farm_config import Settings
 from schemas import JobState
+from services.composition import build_worker
 from tests.factories import ALICE, RecordingQueue, run_tasks, submit
-from workers.task_runner import WorkerRuntime
 
 
 def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,7 +27,7 @@ def scrape(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 def test_metrics_after_a_job(
     settings: Settings, shot: Path, farm_root: Path, api: TestClient, queue: RecordingQueue
 ) -> None:
-    runner = WorkerRuntime(settings, register=False)
+    runner = build_worker(settings, register=False, broker=False)
     try:
         done = submit(settings, shot, farm_root)
         run_tasks(runner, done)
@@ -39,7 +39,7 @@ def test_metrics_after_a_job(
         json={"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")},
         headers={"Authorization": f"Bearer {ALICE}"},
     )
-    idle = WorkerRuntime(settings)  # registered and free: the API's dispatcher sends it one task
+    idle = build_worker(settings, broker=False)  # registered and free: the API's dispatcher sends it one task
     try:
         deadline = time.monotonic() + 10
         while not queue.sent and time.monotonic() < deadline:

@@ -12,12 +12,13 @@ import pytest
 
 from farm_config import Settings
 from schemas import JobState, PipelineOptions
+from services.composition import build_worker
+from services.farm.worker_node import FarmWorker
 from tests.factories import run_tasks, submit
 from workers.io.exr import read_exr_header
 from workers.models.builder import ModelsMissingError, build_models
 from workers.models.interfaces import Detection, ModelFrame, ModelSet
 from workers.provenance import RANDOM_WEIGHTS_WARNING
-from workers.task_runner import WorkerRuntime, models_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -85,15 +86,15 @@ def test_official_weights_missing_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def runtime(settings: Settings, model_set: ModelSet) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings, register=False)
-    rt._models = {models_key(settings): model_set}  # built once for the module rather than per test
+def runtime(settings: Settings, model_set: ModelSet) -> Iterator[FarmWorker]:
+    rt = build_worker(settings, register=False, broker=False)
+    rt.runtime.models_cache.put(settings, model_set)  # built once for the module rather than per test
     yield rt
     rt.close()
 
 
 def test_a_job_on_random_weights_says_so_in_status_and_output(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     job_id = submit(
         settings,
@@ -120,7 +121,7 @@ def test_each_frame_is_encoded_once_across_segmentation_and_both_tracking_passes
     the masks, so the tracking windows really run."""
     from schemas import Strategy
     from tests.factories import write_small_shot
-    from workers.synthetic.suite import run_shot
+    from workers.bench.strategies import run_shot
 
     plate = str(write_small_shot(tmp_path, "enc010", frames=8))
     options = PipelineOptions(strategy=Strategy.FARM, chunk_size=4, refresh_every=2, max_detections=3)

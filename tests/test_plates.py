@@ -73,10 +73,10 @@ def test_a_hole_in_the_range_is_refused_with_the_missing_frames(
 def test_skipped_frames_are_listed_and_outputs_keep_plate_numbers(
     settings: Settings, holey_shot: Path, farm_root: Path
 ) -> None:
+    from services.composition import build_worker
     from tests.factories import run_tasks, submit
-    from workers.task_runner import WorkerRuntime
 
-    runtime = WorkerRuntime(settings, register=False)
+    runtime = build_worker(settings, register=False, broker=False)
     try:
         job_id = submit(settings, holey_shot, farm_root, frames="1001-1008", on_missing_frames="skip")
         run_tasks(runtime, job_id)

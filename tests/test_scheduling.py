@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from schemas import JobState, StageName
-from schemas.task import FailureClass, IllegalTransition, TaskKind, TaskState, check_transition
+from schemas.task import FailureClass, TaskKind, TaskState
 from services.scheduling.dispatch import Candidate, FreeWorker, QueueNames, plan_dispatch
-from services.scheduling.job_state import derive_job_state
 from services.scheduling.plan import chunk_bounds, plan_tasks
 from services.scheduling.retry import RetryPolicy, after_failure
+from services.scheduling.states import IllegalTransition, check_transition, derive_job_state
 
 NAMES = QueueNames("gpu", "cpu")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas import Strategy
-from workers.synthetic.suite import compare
+from workers.bench.strategies import compare
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from farm_config import Settings
 from schemas import EventKind, JobState
+from services.composition import build_worker
+from services.farm.worker_node import FarmWorker
 from tests.factories import ALICE, run_tasks, submit
-from workers.task_runner import WorkerRuntime
 
 
 class Receiver:
@@ -58,14 +59,14 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(settings, register=False)
+def runtime(settings: Settings) -> Iterator[FarmWorker]:
+    rt = build_worker(settings, register=False, broker=False)
     yield rt
     rt.close()
 
 
 def test_a_finished_job_is_posted_once(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
 ) -> None:
     job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
     run_tasks(runtime, job_id)
@@ -79,7 +80,7 @@ def test_a_finished_job_is_posted_once(
 
 
 def test_a_failed_job_is_posted_with_its_error(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
 ) -> None:
     job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
     (shot.parent / "sh010.1003.exr").unlink()
@@ -89,7 +90,7 @@ def test_a_failed_job_is_posted_with_its_error(
 
 
 def test_a_receiver_that_is_down_costs_an_event_not_the_job(
-    runtime: WorkerRuntime, settings: Settings, shot: Path, farm_root: Path
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
 ) -> None:
     broken = Receiver(status=500)
     try:

@@ -1,5 +1,6 @@
-"""The Celery application. Configuration is read lazily from ``farm_config`` the first time
-Celery needs it, so importing this module opens nothing and loads no model.
+"""The Celery worker's entry point: the app, its one task, and the process signals. Configuration
+is read lazily from ``farm_config`` the first time Celery needs it, so importing this module opens
+nothing and loads no model.
 
 Start a worker with ``mattefarm worker`` (or ``celery -A workers.celery_app:app worker``).
 """
@@ -7,59 +8,51 @@ Start a worker with ``mattefarm worker`` (or ``celery -A workers.celery_app:app 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-from celery import Celery, Task
+from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 
-from farm_config.celery_config import celery_config
+from farm_config.celery_config import RUN_TASK, make_celery
 from farm_config.settings import get_settings
+from services.composition import build_worker, open_stores
+from services.farm.worker_node import FarmWorker
 
 log = logging.getLogger(__name__)
 
-
-def make_celery(config: dict[str, Any] | None = None) -> Celery:
-    """A Celery app; with no config, one that reads the settings when first used."""
-    celery = Celery("mattefarm", set_as_current=False, include=["workers.tasks"])
-    if config is None:
-        celery.add_defaults(lambda: celery_config(get_settings()))
-    else:
-        celery.conf.update(config)
-    return celery
+app = make_celery(include=(__name__,))
 
 
-app = make_celery()
+class WorkerProcess:
+    """The worker process's one :class:`FarmWorker`, built in the child after the fork (Celery's
+    documented per-process pattern): CUDA does not survive fork, so nothing is built in the parent."""
+
+    current: FarmWorker | None = None
+
+    @classmethod
+    def get(cls) -> FarmWorker:
+        if cls.current is None:
+            cls.current = build_worker(get_settings())
+        return cls.current
 
 
-class RuntimeTask(Task):
-    """Tasks share one :class:`WorkerRuntime` per worker process, built after the fork."""
-
-    _runtime = None  # a per-process cache, filled in the child (Celery's documented pattern)
-
-    @property
-    def runtime(self):
-        from services.queue import JobQueue
-        from workers.task_runner import WorkerRuntime
-
-        if RuntimeTask._runtime is None:
-            settings = get_settings()
-            RuntimeTask._runtime = WorkerRuntime(settings, queue=JobQueue(settings))
-        return RuntimeTask._runtime
+@app.task(name=RUN_TASK, bind=True, acks_late=True, ignore_result=True)
+def run_task(self: Task, task_id: int, token: str) -> None:
+    """Run one attempt of one task (a chunk of a stage). A stale or duplicate message is a no-op."""
+    WorkerProcess.get().run_task(task_id, token)
 
 
 @worker_process_init.connect
 def _load_models_in_child(**_: Any) -> None:
-    # Models (and CUDA) are initialised here, in the child, never in the parent: CUDA does
-    # not survive fork. Building the runtime registers the worker and starts its heartbeat.
-    runtime = RuntimeTask().runtime
-    if os.environ.get("MATTEFARM_WARM_MODELS", "1") == "1":
+    # Building the worker registers it and starts its heartbeat; models load here, in the child.
+    worker = WorkerProcess.get()
+    if get_settings().warm_models:
         try:
-            runtime.models  # noqa: B018 - loading is the point
+            worker.models  # noqa: B018 - loading is the point
         except Exception:
             log.exception("could not load models at worker start; each job will report the error")
-    runtime.pulse.beat()  # report the loaded models, and say it is free
-    runtime.fill_free_slots()
+    worker.pulse.beat()  # report the loaded models, and say it is free
+    worker.after_task()
 
 
 @worker_shutting_down.connect
@@ -67,21 +60,21 @@ def _drain(sender: str | None = None, **_: Any) -> None:
     # In the parent: a warm shutdown (SIGTERM) marks this node's workers 'stopping'; the child
     # sees it on its next heartbeat, hands its task back between frames, and the task is
     # requeued (not counted) for another worker, which resumes from the frames already written.
-    from services.store import Database
-    from services.store.workers import WorkerRegistry
-
     settings = get_settings()
-    db = Database(settings.resolved_database_url)
     try:
-        node = os.environ.get("MATTEFARM_WORKER_NODE") or str(sender or "")
-        WorkerRegistry(db, settings.heartbeat_timeout_s).stop_node(node)
+        stores = open_stores(settings, upgrade=False)
+    except Exception:
+        log.exception("could not reach the database to mark the worker as stopping")
+        return
+    try:
+        stores.workers.stop_node(settings.worker_node or str(sender or ""))
     except Exception:
         log.exception("could not mark the worker as stopping")
     finally:
-        db.dispose()
+        stores.close()
 
 
 @worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
-    if RuntimeTask._runtime is not None:
-        RuntimeTask._runtime.close()
+    if WorkerProcess.current is not None:
+        WorkerProcess.current.close()

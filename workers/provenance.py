@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from farm_config.version import VERSION
 from schemas import JobStatus, StageName, StageState
 from schemas.frames import format_frame_range
 from workers.io.colour import ColourConverter
@@ -20,7 +21,6 @@ from workers.io.exr import capture_date
 from workers.io.images import probe_image
 from workers.io.plate import PlateInfo
 
-VERSION = "0.1.0"
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: this job ran untrained models (MATTEFARM_WEIGHTS=random); "
     "its mattes are meaningless and only its timings are real"

@@ -11,17 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from farm_config.settings import Settings, get_settings
+from farm_config.version import VERSION
 from schemas import ErrorBody, FieldProblem
 from services.api.routes import control, dashboard, farm, health, jobs, metrics
-from services.dispatcher import Broker, Dispatcher
+from services.composition import build_api_farm
 from services.errors import FarmServiceError
-from services.farm import FarmService
-from services.jobs import JobService
-from services.queue import JobQueue
-from services.scheduling.retry import RetryPolicy
-from services.store import Database, JobStore
-from services.store.tasks import TaskStore
-from services.store.workers import WorkerRegistry
+from services.farm.dispatcher import Broker
 
 log = logging.getLogger(__name__)
 
@@ -32,40 +27,18 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.resolved_database_url)
-        db.upgrade()
-        owned_queue = JobQueue(settings) if queue is None else None
-        broker: Broker = queue or owned_queue  # type: ignore[assignment]
-        store = JobStore(db)
-        tasks = TaskStore(
-            db, RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), settings.blocklist_after
-        )
-        registry = WorkerRegistry(db, settings.heartbeat_timeout_s)
-        dispatcher = Dispatcher(settings, tasks, registry, broker, store, name="api")
-
-        def kick() -> None:
-            try:
-                dispatcher.dispatch()
-            except Exception:  # the loop tries again; a submit must not fail because of it
-                log.warning("dispatch after a request failed", exc_info=True)
-
-        app.state.settings, app.state.db = settings, db
-        app.state.jobs = JobService(settings, store, tasks, kick)
-        app.state.farm = FarmService(tasks, registry, broker.depth)
-        app.state.broker = broker
-        loop = dispatcher.start_thread() if settings.dispatcher else None
-        yield
-        if loop is not None:
-            thread, stop = loop
-            stop.set()
-            thread.join(timeout=10)
-        if owned_queue is not None:
-            owned_queue.close()
-        db.dispose()
+        farm = build_api_farm(settings, queue)
+        app.state.settings, app.state.db = settings, farm.stores.db
+        app.state.jobs, app.state.farm, app.state.broker = farm.jobs, farm.farm, farm.broker
+        farm.start()
+        try:
+            yield
+        finally:
+            farm.close()
 
     app = FastAPI(
         title="Matte Farm",
-        version="0.1.0",
+        version=VERSION,
         description="Submit plates with a text prompt; get per-object roto mattes as multi-layer EXRs.",
         lifespan=lifespan,
     )

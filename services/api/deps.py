@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 
 from farm_config.settings import Settings, TokenGrant
 from services.errors import NotAuthenticated
-from services.jobs import JobService
+from services.farm.jobs import JobService
 
 
 def get_settings_dep(request: Request) -> Settings:

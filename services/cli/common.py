@@ -6,7 +6,6 @@ Every failure prints one readable line and exits non-zero: 1 for a refused or fa
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from farm_config import get_settings
 from schemas import JobState, JobStatus, format_frame_range
 from services.client import FarmAPIError, FarmClient, FarmConnectionError, FarmError
 
@@ -27,15 +27,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def api_url() -> str:
-    return os.environ.get("MATTEFARM_API_URL", f"http://127.0.0.1:{os.environ.get('MATTEFARM_API_PORT', '8321')}")
+    return get_settings().resolved_api_url
 
 
 def api_token() -> str:
-    if token := os.environ.get("MATTEFARM_TOKEN"):
-        return token
-    from farm_config import get_settings
-
-    path = get_settings().dev_token_path
+    settings = get_settings()
+    if settings.token:
+        return settings.token
+    path = settings.dev_token_path
     if path.exists():
         return path.read_text().strip()
     raise click.UsageError(

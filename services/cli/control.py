@@ -7,6 +7,7 @@ import time
 import click
 from rich.table import Table
 
+from farm_config import get_settings
 from schemas import STAGE_ORDER
 from schemas.task import ControlResult
 from services.cli.common import client, console, err, farm_errors
@@ -189,30 +190,15 @@ def dispatcher() -> None:
     """Run the dispatcher/reconciler loop on its own (when the API runs with MATTEFARM_DISPATCHER=false)."""
     import threading
 
-    from farm_config import get_settings
-    from services.dispatcher import Dispatcher
-    from services.queue import JobQueue
-    from services.scheduling.retry import RetryPolicy
-    from services.store import Database, JobStore
-    from services.store.tasks import TaskStore
-    from services.store.workers import WorkerRegistry
+    from services.composition import build_dispatcher_loops  # the farm's wiring loads only for this command
 
     settings = get_settings()
-    db = Database(settings.resolved_database_url)
-    db.upgrade()
-    queue = JobQueue(settings)
-    loop = Dispatcher(
-        settings,
-        TaskStore(db, RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), settings.blocklist_after),
-        WorkerRegistry(db, settings.heartbeat_timeout_s),
-        queue,
-        JobStore(db),
-    )
+    loops, stores, broker = build_dispatcher_loops(settings)
     console.print(f"dispatching every {settings.dispatch_every_s}s; Ctrl-C stops")
     try:
-        loop.run(threading.Event())
+        loops.run_forever(threading.Event())
     except KeyboardInterrupt:
         pass
     finally:
-        queue.close()
-        db.dispose()
+        broker.close()
+        stores.close()

@@ -68,7 +68,7 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool) -> None:
     """Run every strategy on a suite of synthetic shots and print one table (synthetic backend)."""
-    from workers.synthetic.suite import compare as run_compare
+    from workers.bench.strategies import compare as run_compare
 
     with console.status("running…") as status:
         results = run_compare(
@@ -171,7 +171,7 @@ def bench(
 ) -> None:
     """Real SAM2 + GroundingDINO at random weights (shadowed by ground truth so the workload is a real
     shot's): encoder passes per frame, seconds and peak resident memory, one fresh process per run."""
-    from workers.benchmarks import run_in_subprocess, synthetic_plate
+    from workers.bench.models import run_in_subprocess, synthetic_plate
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))
@@ -244,7 +244,7 @@ def bench_io(
     import tempfile
 
     from farm_config import get_settings
-    from workers.io_benchmark import measure
+    from workers.bench.plate_io import measure
 
     parsed = []
     for size in sizes:

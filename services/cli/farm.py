@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from farm_config import get_settings
 from farm_config.celery_config import prepare_local_broker
 from farm_config.profiles import PROFILES, get_profile
 from services.cli.common import console, err, farm_errors, follow_job
@@ -29,11 +30,11 @@ def _settings_env(backend: str | None, weights: str | None, port: int | None) ->
 
 
 def _start_embedded(env: dict[str, str]):
-    from farm_config.settings import Settings
     from services.embedded import EmbeddedFarm
 
     os.environ.update(env)
-    farm = EmbeddedFarm(Settings(), env)
+    get_settings.cache_clear()  # the CLI's settings follow what it just set for the farm
+    farm = EmbeddedFarm(get_settings(), env)
     with console.status("starting the embedded farm (API + worker)…"):
         token = farm.start()
     return farm, token
@@ -93,8 +94,6 @@ def api(host: str | None, port: int | None) -> None:
     """Serve the API (production: one of several behind a proxy)."""
     import uvicorn
 
-    from farm_config import get_settings
-
     settings = get_settings()
     uvicorn.run(
         "services.api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port
@@ -109,7 +108,6 @@ def api(host: str | None, port: int | None) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: str | None, gpu: int | None, profile: str | None, name: str | None, loglevel: str) -> None:
     """Run one worker process (one per GPU). Models load in the child, after the fork."""
-    from farm_config import get_settings
     from services.embedded import worker_command, worker_env
 
     if profile:
@@ -182,7 +180,6 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply migrations to MATTEFARM_DATABASE_URL (the API and workers also do this on start)."""
-    from farm_config import get_settings
     from services.store import Database
 
     database = Database(get_settings().resolved_database_url)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from farm_config.version import VERSION
 from services.cli import control, evaluation, farm, jobs, models, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="mattefarm")
+@click.version_option(VERSION, prog_name="mattefarm")
 def cli() -> None:
     """Matte Farm: per-object roto mattes from a plate and a text prompt."""
 

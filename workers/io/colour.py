@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from farm_config.colour_defaults import DEFAULT_DISPLAY, DEFAULT_OCIO_CONFIG, DEFAULT_VIEW
+
 # Pinned, not ocio://default, which moves with the OCIO version (2.6 made it ACES 2.1).
-DEFAULT_OCIO_CONFIG = "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4"
-DEFAULT_DISPLAY = "sRGB - Display"
-DEFAULT_VIEW = "ACES 1.0 - SDR Video"
 
 ACESCG = "ACEScg"
 LINEAR_REC709 = "Linear Rec.709 (sRGB)"

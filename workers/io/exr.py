@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import OpenEXR
+
+from workers.io.atomic import atomic_path, leftover_temporaries
 
 COMPRESSIONS = {
     "none": OpenEXR.NO_COMPRESSION,
@@ -97,24 +98,15 @@ def write_exr_atomic(
         "screenWindowWidth": 1.0,
     }
     header.pop("name", None)  # single-part files carry no part name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # OpenEXR.File replaces the dict's values with Channel objects; give it a copy.
-        with OpenEXR.File(header, dict(channels)) as exr:
-            exr.write(tmp_name)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # OpenEXR.File replaces the dict's values with Channel objects; give it a copy.
+    with atomic_path(path) as temporary, OpenEXR.File(header, dict(channels)) as exr:
+        exr.write(str(temporary))
 
 
 def remove_partial_writes(path: Path) -> int:
     """Delete temporaries a killed writer left beside ``path``; returns how many.
     Only the task that owns the frame may call this (its attempt token makes it the only writer)."""
-    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    stale = leftover_temporaries(path)
     for leftover in stale:
         leftover.unlink(missing_ok=True)
     return len(stale)

@@ -9,8 +9,6 @@ the source go into the container's metadata as well.
 from __future__ import annotations
 
 import colorsys
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,9 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from workers.core.masks import sigmoid
+from workers.io.atomic import atomic_path, commit, temporary_beside
 from workers.io.cryptomatte import name_hash
 from workers.io.plate import PlateDecoder, working_size
-from workers.pipeline.masks import sigmoid
 
 FILL = 0.45
 OUTLINE_PX = 2
@@ -116,12 +115,9 @@ class ReviewWriter:
     def _open(self) -> None:
         import av
 
-        self.movie_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.movie_path.name}.", suffix=".mp4", dir=self.movie_path.parent)
-        os.close(fd)
-        self._tmp_movie = Path(tmp)
+        self._tmp_movie = temporary_beside(self.movie_path, ".mp4")
         plate = self.decoder.plate
-        self._container = av.open(tmp, mode="w", format="mp4")
+        self._container = av.open(str(self._tmp_movie), mode="w", format="mp4")
         self._container.metadata.update(
             {
                 "title": f"{self.shot} roto v{self.version:03d}",
@@ -174,8 +170,7 @@ class ReviewWriter:
         self._container.close()
         self._container = None
         assert self._tmp_movie is not None
-        os.chmod(self._tmp_movie, 0o644)
-        os.replace(self._tmp_movie, self.movie_path)
+        commit(self._tmp_movie, self.movie_path)
         self._tmp_movie = None
         write_contact_sheet(self.sheet_path, self._thumbs, f"{self.shot} roto v{self.version:03d}")
         return self.movie_path, self.sheet_path
@@ -206,14 +201,6 @@ def write_contact_sheet(path: Path, thumbs: Mapping[int, np.ndarray], title: str
         x = pad + (i % columns) * (tw + pad)
         _text(sheet, str(frame), (x, y + caption - 6), 0.6, (255, 255, 0))  # the source frame number
         sheet[y + caption : y + caption + th, x : x + tw] = thumbs[frame]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".jpg", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+    with atomic_path(path, suffix=".jpg") as temporary:  # OpenCV picks the encoder by extension
+        if not cv2.imwrite(str(temporary), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
             raise OSError(f"could not write {path}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from workers.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 RECORD = "checksums.json"
@@ -32,11 +32,7 @@ def read_record(models_dir: Path) -> dict[str, str]:
 
 def write_record(models_dir: Path, name: str, digest: str) -> None:
     record = read_record(models_dir) | {name: digest}
-    models_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=".checksums.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=2, sort_keys=True)
-    os.replace(tmp, models_dir / RECORD)
+    write_json_atomic(models_dir / RECORD, record, sort_keys=True)
 
 
 def verify_recorded(models_dir: Path, name: str) -> str:

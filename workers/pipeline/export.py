@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from schemas import StageName
+from workers.core.masks import sigmoid
 from workers.io import cryptomatte
 from workers.io.exr import to_half, write_exr_atomic
 from workers.io.images import Geometry
-from workers.pipeline.frame_store import LayerStore, dequantize_logits
-from workers.pipeline.masks import sigmoid
+from workers.pipeline.scratch import LayerStore, dequantize_logits
 from workers.pipeline.stages import StageClock, StageReporter
 
 # Mattes within this of 0 or 1 are written as exactly 0 or 1: flat areas stay flat (and compress),

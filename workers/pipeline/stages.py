@@ -9,22 +9,19 @@ stages themselves are shared.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from schemas import PipelineOptions, StageName, Strategy
+from workers.core.cleanup import consolidate, remove_small_regions
+from workers.core.layers import FrameMask
 from workers.models.interfaces import Detection, ModelSet
-from workers.pipeline.cleanup import consolidate, remove_small_regions
-from workers.pipeline.frame_store import DetectionStore, LayerStore, quantize_logits
 from workers.pipeline.frames import FrameSource
-from workers.pipeline.layers import FrameMask
+from workers.pipeline.scratch import BoxStore, DetectionStore, LayerStore, quantize_logits
 
 _LOGIT = 8.0  # logit magnitude given to pixels the clean-up adds or removes
 
@@ -68,17 +65,27 @@ class Shot:
     detections: DetectionStore
     layers: LayerStore
 
+    boxes: BoxStore
+
     @classmethod
     def open(
-        cls, source: FrameSource, options: PipelineOptions, models: ModelSet, reporter: StageReporter, scratch: Path
+        cls,
+        source: FrameSource,
+        options: PipelineOptions,
+        models: ModelSet,
+        reporter: StageReporter,
+        scratch: Path,
+        keep: int,
     ) -> Shot:
+        """``keep``: frames each scratch store holds in memory (:func:`window_keep`)."""
         return cls(
             source,
             options,
             models,
             reporter,
-            DetectionStore(scratch, window_keep(options)),
-            LayerStore(scratch, window_keep(options)),
+            DetectionStore(scratch, keep),
+            LayerStore(scratch, keep),
+            BoxStore(scratch),
         )
 
 
@@ -141,11 +148,3 @@ def clean_frame(boxes: list[Detection], logits: np.ndarray, opts: PipelineOption
             logits_ = np.maximum(logits_, masks[i].logits)
         out.append(FrameMask(base.label, mask, max(base.score, *(masks[i].score for i in merged)), logits_))
     return out
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

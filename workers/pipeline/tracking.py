@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import LayerInfo, PipelineOptions, StageName, Strategy
-from workers.pipeline.frame_store import LayerStore, TrackedMask, quantize_logits
-from workers.pipeline.identity import IdentityBook, IdentityOptions, detection_quality
-from workers.pipeline.layers import LayerLinker, LayerNamer
-from workers.pipeline.masks import iou
+from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
+from workers.core.layers import LayerLinker, LayerNamer
+from workers.core.masks import iou
+from workers.core.windows import keyframe_windows, plan_windows
+from workers.pipeline.scratch import LayerStore, TrackedMask, quantize_logits
 from workers.pipeline.stages import Shot, StageClock
-from workers.pipeline.windows import keyframe_windows, plan_windows
 
 
 @dataclass

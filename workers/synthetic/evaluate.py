@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.core.masks import iou
 from workers.io.exr import read_exr_channels
-from workers.pipeline.masks import iou
 from workers.synthetic.truth import read_truth_ids
 
 _FRAME = re.compile(r"\.(-?\d+)\.exr$")

@@ -10,7 +10,7 @@ from schemas import FarmOverview, WorkerInfo
 from services.api.deps import UserDep
 from services.api.routes.jobs import ERRORS
 from services.errors import NotAllowed
-from services.farm import FarmService
+from services.farm.overview import FarmService
 
 router = APIRouter(tags=["farm"])
 

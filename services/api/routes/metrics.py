@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from services import metrics
 from services.api.deps import ServiceDep
 from services.api.routes.farm import FarmDep
+from services.farm import metrics
 
 router = APIRouter(tags=["health"])
 

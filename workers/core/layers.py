@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workers.pipeline.masks import iou
+from workers.core.masks import iou
 
 
 @dataclass

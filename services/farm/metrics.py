@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from schemas import STAGE_ORDER, JobState, StageState
 from schemas.task import TaskState
-from services.farm import FarmService
+from services.farm.overview import FarmService
 from services.store import JobStore
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from workers.io.plate import PlateDecoder, plate_colourspace, resolve_plate
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
+from workers.pipeline.driver import analyse_shot
 from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
-from workers.pipeline.shot_analysis import analyse_shot
 from workers.synthetic.evaluate import Score, evaluate
 from workers.synthetic.shot import write_shot
 

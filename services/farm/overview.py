@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from schemas import FarmOverview, QueueInfo, WorkerInfo
+from schemas import FarmOverview, QueueInfo, WorkerInfo, WorkerState
 from services.errors import JobNotFound
 from services.store.tables import utcnow
 from services.store.tasks import TaskStore
-from services.store.workers import WorkerRegistry
+from services.store.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -51,5 +51,5 @@ class FarmService:
     def drain(self, name: str) -> WorkerInfo:
         """Ask a worker to hand back its task between frames and take no more."""
         self.worker(name)
-        self.workers.set_state(name, "stopping")
+        self.workers.set_state(name, WorkerState.STOPPING)
         return self.worker(name)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workers.pipeline.layers import FrameMask, LayerNamer
-from workers.pipeline.masks import iou
+from workers.core.layers import FrameMask, LayerNamer
+from workers.core.masks import iou
 
 
 @dataclass(frozen=True)

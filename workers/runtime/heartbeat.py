@@ -1,42 +1,19 @@
-"""While a task runs: a heartbeat thread (liveness, progress, GPU memory, stop signals) and a
-log handler that stores the task's log lines in the database, readable from the API."""
+"""While a task runs: the heartbeat thread (liveness, progress, GPU memory, stop signals, the
+task's log lines) and the progress reporter the stages call."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from schemas import StageName
+from schemas import StageName, WorkerState
 from schemas.task import TaskStatus
-from services.store.tables import utcnow
 from services.store.tasks import TaskStore
-from services.store.workers import WorkerRegistry
-from workers import gpu
-
-
-class TaskLogHandler(logging.Handler):
-    """Buffers this process's log records for the running task; flushed with each heartbeat."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        self._lines: list[tuple[datetime, str, str]] = []
-        self._lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.process != os.getpid():
-            return
-        with self._lock:
-            self._lines.append((utcnow(), record.levelname, self.format(record)))
-
-    def take(self) -> list[tuple[datetime, str, str]]:
-        with self._lock:
-            lines, self._lines = self._lines, []
-        return lines
+from services.store.worker_registry import WorkerRegistry
+from workers.runtime import gpu
+from workers.runtime.task_log import TaskLogHandler
 
 
 @dataclass
@@ -103,7 +80,7 @@ class WorkerPulse:
             gpu_memory_used_mb=gpu.used_mb(),
             models=self.models(),
         )
-        if state == "stopping":
+        if state == WorkerState.STOPPING:
             self.stopping = True
 
     def _run(self) -> None:

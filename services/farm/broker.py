@@ -12,17 +12,17 @@ from collections.abc import Iterable
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from farm_config.celery_config import RUN_TASK, celery_config, prepare_local_broker
+from farm_config.celery_config import RUN_TASK, celery_config, make_celery, prepare_local_broker
 from farm_config.settings import Settings
 from services.errors import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class JobQueue:
-    def __init__(self, settings: Settings) -> None:
-        from workers.celery_app import make_celery
+class CeleryBroker:
+    """Sends task messages through Celery (Redis, or the embedded filesystem transport)."""
 
+    def __init__(self, settings: Settings) -> None:
         prepare_local_broker(settings)
         self.celery: Celery = make_celery(celery_config(settings))
         self.queue_names = (settings.gpu_queue, settings.cpu_queue)

@@ -7,16 +7,15 @@ Two kinds of record per frame position: the cleaned per-frame detections, and th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from workers.core.layers import FrameMask
+from workers.io.atomic import atomic_path, write_json_atomic
 from workers.models.interfaces import Detection
-from workers.pipeline.layers import FrameMask
 
 LOGIT_SCALE = 256.0  # logits are kept as int16 in 1/256 steps: exact enough, fast, half of float32
 
@@ -79,10 +78,8 @@ class _DiskLRU:
 
     def _write(self, pos: int, value: object) -> None:
         self._dirty.discard(pos)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(self.path(pos)) as temporary, temporary.open("wb") as fh:
             np.savez_compressed(fh, **self._encode(value))
-        os.replace(tmp, self.path(pos))
 
     def _encode(self, value: object) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -175,10 +172,7 @@ class BoxStore:
         return self.folder / f"boxes_{pos:06d}.json"
 
     def put(self, pos: int, boxes: list[Detection]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump([{"box": list(d.box), "label": d.label, "score": d.score} for d in boxes], fh)
-        os.replace(tmp, self.path(pos))
+        write_json_atomic(self.path(pos), [{"box": list(d.box), "label": d.label, "score": d.score} for d in boxes])
 
     def get(self, pos: int) -> list[Detection]:
         """The boxes of a detected frame; a missing file is an error (the detect task did not run)."""

@@ -4,6 +4,7 @@ Each tick it (1) marks workers with a stale heartbeat offline and retries their 
 (2) re-sends queued tasks whose message the broker lost (a Redis crash), and (3) sends waiting
 tasks, in priority order, to the workers that are free. Several dispatchers may run at once (one
 per API process, and each worker after its task): every step is a compare-and-set.
+Webhooks are not sent here: a job's closing owes one in the outbox, and ``WebhookSender`` posts it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from farm_config.settings import Settings
 from schemas.task import FailureClass
 from services.errors import QueueUnavailable
 from services.scheduling.dispatch import QueueNames, plan_dispatch
-from services.store.repository import JobStore
 from services.store.tasks import TaskStore
-from services.store.workers import WorkerRegistry
-from services.webhooks import notify_finished
+from services.store.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ class Dispatcher:
     tasks: TaskStore
     workers: WorkerRegistry
     broker: Broker
-    jobs: JobStore
     name: str = "dispatcher"
 
     def tick(self) -> None:
@@ -75,8 +73,8 @@ class Dispatcher:
         if gone:
             log.warning("worker(s) stopped heartbeating: %s", ", ".join(gone))
         hosts = {w.name: w.host for w in self.workers.all()}
-        for task_id, job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
-            closed = self.tasks.fail(
+        for task_id, _job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
+            self.tasks.fail(  # a job this closes owes its webhook in the outbox; the sender posts it
                 task_id,
                 None,
                 self.name,
@@ -84,8 +82,6 @@ class Dispatcher:
                 FailureClass.RETRYABLE,
                 f"worker {worker} stopped heartbeating (killed, crashed or cut off)",
             )
-            if closed.job_closed:
-                notify_finished(self.jobs, job_id, self.name)
         queued = self.tasks.queued_by_queue()
         if not queued:
             return

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from schemas import WorkerInfo
+from schemas import WorkerInfo, WorkerState
 from services.scheduling.dispatch import FreeWorker
 from services.store.db import Database
 from services.store.tables import WorkerRow, utcnow
@@ -24,7 +24,7 @@ class WorkerRegistry:
             row.gpu_memory_total_mb, row.gpu_memory_used_mb = info.gpu_memory_total_mb, info.gpu_memory_used_mb
             row.current_task = row.current_job = None
             row.frames_done = row.frames_total = 0
-            row.state = "online"
+            row.state = WorkerState.ONLINE
             row.started_at = row.heartbeat_at = utcnow()
             s.merge(row)
 
@@ -38,8 +38,8 @@ class WorkerRegistry:
         frames_total: int,
         gpu_memory_used_mb: int | None,
         models: list[str] | None = None,
-    ) -> str:
-        """Record liveness and progress; returns the state an operator set ('stopping' means drain)."""
+    ) -> WorkerState:
+        """Record liveness and progress; returns the state an operator set (stopping means drain)."""
         values: dict[str, object] = {
             "heartbeat_at": utcnow(),
             "current_task": task_id,
@@ -53,12 +53,12 @@ class WorkerRegistry:
         with self.db.session() as s:
             s.execute(update(WorkerRow).where(WorkerRow.name == name).values(**values))
             state = s.scalar(select(WorkerRow.state).where(WorkerRow.name == name))
-            if state == "offline":  # declared dead while it was only slow: it is back
-                s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state="online"))
-                state = "online"
-            return state or "online"
+            if state == WorkerState.OFFLINE:  # declared dead while it was only slow: it is back
+                s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=WorkerState.ONLINE))
+                state = WorkerState.ONLINE
+            return WorkerState(state or WorkerState.ONLINE)
 
-    def set_state(self, name: str, state: str) -> bool:
+    def set_state(self, name: str, state: WorkerState) -> bool:
         with self.db.session() as s:
             return bool(s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=state)).rowcount)
 
@@ -67,24 +67,32 @@ class WorkerRegistry:
         with self.db.session() as s:
             s.execute(
                 update(WorkerRow)
-                .where(WorkerRow.name.startswith(node + ":", autoescape=True), WorkerRow.state == "online")
-                .values(state="stopping")
+                .where(WorkerRow.name.startswith(node + ":", autoescape=True), WorkerRow.state == WorkerState.ONLINE)
+                .values(state=WorkerState.STOPPING)
             )
 
     def all(self) -> list[WorkerInfo]:
         cutoff = utcnow() - timedelta(seconds=self.stale_after_s)
         with self.db.session() as s:
             rows = s.scalars(select(WorkerRow).order_by(WorkerRow.name)).all()
-            return [_info(r, online=r.state != "offline" and r.heartbeat_at >= cutoff) for r in rows]
+            return [_info(r, online=r.state != WorkerState.OFFLINE and r.heartbeat_at >= cutoff) for r in rows]
 
     def mark_stale_offline(self) -> list[str]:
         cutoff = utcnow() - timedelta(seconds=self.stale_after_s)
         with self.db.session() as s:
             names = list(
-                s.scalars(select(WorkerRow.name).where(WorkerRow.state != "offline", WorkerRow.heartbeat_at < cutoff))
+                s.scalars(
+                    select(WorkerRow.name).where(
+                        WorkerRow.state != WorkerState.OFFLINE, WorkerRow.heartbeat_at < cutoff
+                    )
+                )
             )
             if names:
-                s.execute(update(WorkerRow).where(WorkerRow.name.in_(names)).values(state="offline", current_task=None))
+                s.execute(
+                    update(WorkerRow)
+                    .where(WorkerRow.name.in_(names))
+                    .values(state=WorkerState.OFFLINE, current_task=None)
+                )
             return names
 
     def free(self) -> list[FreeWorker]:
@@ -92,7 +100,7 @@ class WorkerRegistry:
         return [
             FreeWorker(w.name, w.host, tuple(w.queues), w.gpu_memory_total_mb)
             for w in self.all()
-            if w.online and w.state == "online" and w.current_task is None
+            if w.online and w.state == WorkerState.ONLINE and w.current_task is None
         ]
 
 
@@ -112,7 +120,7 @@ def _info(row: WorkerRow, online: bool) -> WorkerInfo:
         current_job=row.current_job,
         frames_done=row.frames_done,
         frames_total=row.frames_total,
-        state=row.state,
+        state=WorkerState(row.state),
         online=online,
         started_at=row.started_at,
         heartbeat_at=row.heartbeat_at,

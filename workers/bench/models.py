@@ -15,9 +15,9 @@ from typing import Any
 
 from farm_config.settings import Settings
 from schemas import PipelineOptions, Strategy
+from workers.bench.strategies import run_shot
 from workers.models.builder import build_models
 from workers.synthetic.shot import write_shot
-from workers.synthetic.suite import run_shot
 
 CLASSES = ["ball", "box", "car"]
 
@@ -83,7 +83,7 @@ def _frame_count(plate: str) -> int:
 def run_in_subprocess(plate: str, strategy: Strategy, **kwargs: Any) -> dict[str, Any]:
     args = json.dumps({"plate": plate, "strategy": strategy.value, **kwargs})
     done = subprocess.run(
-        [sys.executable, "-m", "workers.benchmarks", args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "workers.bench.models", args], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"benchmark run failed:\n{done.stderr[-3000:]}")

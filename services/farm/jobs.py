@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -37,18 +36,24 @@ from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
 from services.store.tasks import TaskStore
-from services.webhooks import notify_finished
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
 
 class Kick(Protocol):
-    def __call__(self) -> None: ...
+    """Ask the farm to act now rather than at its next tick: dispatch, and post the webhook of a
+    job this request closed (nothing was running, so no worker will)."""
+
+    def __call__(self, *, job_closed: bool = False) -> None: ...
+
+
+def _no_kick(*, job_closed: bool = False) -> None:
+    """Without a farm loop (scripts, tests): the dispatcher's next tick does the work."""
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore, tasks: TaskStore, kick: Kick = lambda: None) -> None:
+    def __init__(self, settings: Settings, store: JobStore, tasks: TaskStore, kick: Kick = _no_kick) -> None:
         """``kick`` asks the dispatcher to send work now (after a submit or a control)."""
         self.settings, self.store, self.tasks, self.kick = settings, store, tasks, kick
 
@@ -144,10 +149,7 @@ class JobService:
         result, closed = self.tasks.control(
             job_id, action, grant.user, reason=request.reason, priority=request.priority, stage=stage, task_id=task_id
         )
-        if closed:
-            # Nothing was running, so no worker closes it: the API sends the webhook (off-thread).
-            threading.Thread(target=notify_finished, args=(self.store, job_id, "api"), daemon=True).start()
-        self.kick()
+        self.kick(job_closed=closed)
         return result
 
     def control_task(

@@ -1,0 +1,74 @@
+"""A worker process as the farm sees it: run the task (``workers.runtime``), then post the
+webhooks its outcome owes and fill the slot it frees, rather than wait for the dispatcher's tick.
+
+The Celery task calls :meth:`FarmWorker.run_task`; so do the tests that run tasks in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from services.farm.broker import CeleryBroker
+from services.farm.dispatcher import Dispatcher
+from services.farm.webhooks import WebhookSender
+from services.store import FarmStores, JobStore
+from services.store.tasks import Closed, TaskStore
+from workers.models.interfaces import ModelSet
+from workers.runtime.heartbeat import WorkerPulse
+from workers.runtime.worker import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FarmWorker:
+    runtime: WorkerRuntime
+    stores: FarmStores
+    webhooks: WebhookSender
+    dispatcher: Dispatcher | None = None  # None: leave dispatching to the dispatcher's loop
+    broker: CeleryBroker | None = None  # owned here, closed with the worker
+
+    def run_task(self, task_id: int, token: str) -> Closed | None:
+        closed = self.runtime.run_task(task_id, token)
+        self.after_task()
+        return closed
+
+    def after_task(self) -> None:
+        try:
+            self.webhooks.drain()
+        except Exception:
+            log.warning("could not post webhooks after the task; the dispatcher's sender will", exc_info=True)
+        if self.dispatcher is None or self.runtime.stopping:  # a draining worker takes nothing new
+            return
+        try:
+            self.dispatcher.dispatch()
+        except Exception:
+            log.warning("could not dispatch after the task; the dispatcher will", exc_info=True)
+
+    # what the task code and the tests read through the worker
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def store(self) -> JobStore:
+        return self.stores.jobs
+
+    @property
+    def tasks(self) -> TaskStore:
+        return self.stores.tasks
+
+    @property
+    def pulse(self) -> WorkerPulse:
+        return self.runtime.pulse
+
+    @property
+    def models(self) -> ModelSet:
+        return self.runtime.models
+
+    def close(self) -> None:
+        self.runtime.close()
+        if self.broker is not None:
+            self.broker.close()
+        self.stores.close()

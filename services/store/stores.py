@@ -1,0 +1,24 @@
+"""The farm's stores over one database, as the composition root hands them to the API, workers
+and tools (``services.composition.open_stores`` builds them from the settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.store.db import Database
+from services.store.outbox import WebhookOutbox
+from services.store.repository import JobStore
+from services.store.tasks import TaskStore
+from services.store.worker_registry import WorkerRegistry
+
+
+@dataclass
+class FarmStores:
+    db: Database
+    jobs: JobStore
+    tasks: TaskStore
+    workers: WorkerRegistry
+    outbox: WebhookOutbox
+
+    def close(self) -> None:
+        self.db.dispose()
