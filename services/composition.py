@@ -103,8 +103,10 @@ class ApiFarm:
 def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
     """``broker``: where task messages go (default: Celery's, from the settings)."""
     stores = open_stores(settings)
-    owned = CeleryBroker(settings) if broker is None else None
-    sender: Broker = owned if owned is not None else broker  # type: ignore[assignment]
+    owned: CeleryBroker | None = None
+    if broker is None:
+        broker = owned = CeleryBroker(settings)
+    sender: Broker = broker
     dispatcher = build_dispatcher(settings, stores, sender, "api")
     webhooks = WebhookSender(stores.outbox, stores.jobs, "api")
 

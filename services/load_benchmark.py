@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -83,7 +84,7 @@ def run_load(
                 if response is not None and response.status_code == 201:
                     mine.append(response.json()["id"])
             for job_id in mine:
-                timed(status, lambda job_id=job_id: http.get(f"/jobs/{job_id}"), 200)
+                timed(status, functools.partial(http.get, f"/jobs/{job_id}"), 200)
         with lock:
             ids.extend(mine)
 

@@ -110,10 +110,10 @@ def test_job_round_trip_with_its_tasks(stores: Stores) -> None:
 def test_list_filters_and_pages(stores: Stores) -> None:
     for i in range(5):
         stores.jobs.create(new_job(f"a{i}", user="alice" if i % 2 == 0 else "bob", shot=f"sh{i % 2}"))
-    assert stores.jobs.list(JobFilter(user="alice"), 0, 10).total == 3
-    assert stores.jobs.list(JobFilter(shot="sh1"), 0, 10).total == 2
-    assert stores.jobs.list(JobFilter(show="demo", state=JobState.QUEUED), 0, 10).total == 5
-    page = stores.jobs.list(JobFilter(), 1, 2)
+    assert stores.jobs.page(JobFilter(user="alice"), 0, 10).total == 3
+    assert stores.jobs.page(JobFilter(shot="sh1"), 0, 10).total == 2
+    assert stores.jobs.page(JobFilter(show="demo", state=JobState.QUEUED), 0, 10).total == 5
+    page = stores.jobs.page(JobFilter(), 1, 2)
     assert page.total == 5 and len(page.items) == 2 and page.items[0].tasks == {"waiting": 8}
 
 

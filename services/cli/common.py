@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -68,7 +68,7 @@ def farm_errors(fn: F) -> F:
             err.print(f"[red]error:[/] {exc}")
             sys.exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 # --- output ----------------------------------------------------------------------------------

@@ -3,11 +3,14 @@ synthetic suite) and ``mattefarm bench`` (encoder passes and peak memory)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.status import Status
 from rich.table import Table
 
 from schemas import Strategy
@@ -74,7 +77,7 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
         results = run_compare(
             workdir, shots=shots, frames=frames, objects=objects, progress=lambda what: status.update(f"done: {what}")
         )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for strategy in Strategy:
         mine = [r for r in results if r.strategy == strategy]
         late = [r.score.late_recall for r in mine if r.score.late_recall is not None]
@@ -109,7 +112,7 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
         title=f"{shots} synthetic shots × {frames} frames, default noise",
     )
     for row in rows:
-        late = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"
+        late_text = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"
         table.add_row(
             row["strategy"],
             f"{row['mean_j']:.3f}",
@@ -117,7 +120,7 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
             str(row["id_switches"]),
             str(row["fragments"]),
             str(row["false_layers"]),
-            late,
+            late_text,
             f"{row['encoder_passes_per_frame']:.2f}",
             f"{row['seconds']:.0f}",
         )
@@ -267,7 +270,7 @@ def bench_io(
                     frames=frames,
                     layers=layers,
                     threads=threads,
-                    progress=lambda text, s=status: s.update(text),
+                    progress=functools.partial(_update_status, status),
                 )
     if as_json:
         console.print_json(
@@ -335,3 +338,7 @@ def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bo
     if report.submit.errors or len(report.job_ids) != jobs_:
         err.print(f"[red]{len(report.submit.errors)} submission(s) failed: {report.submit.errors[:3]}[/]")
         raise SystemExit(1)
+
+
+def _update_status(status: Status, text: str) -> None:
+    status.update(text)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from farm_config.model_registry import MODELS, SAM2_SIZES, default_download_set
@@ -73,7 +73,7 @@ def download(
             for file in spec.files:
                 bar = progress.add_task(file.name, total=None)
 
-                def report(done: int, total: int | None, bar: int = bar) -> None:
+                def report(done: int, total: int | None, bar: TaskID = bar) -> None:
                     progress.update(bar, completed=done, total=total)
 
                 for attempt in range(retries + 1):

@@ -104,8 +104,8 @@ class JobService:
         self.get(job_id)
         return self.store.events(job_id)
 
-    def list(self, where: JobFilter, offset: int, limit: int) -> JobPage:
-        return self.store.list(where, offset, min(limit, self.settings.page_size_max))
+    def page(self, where: JobFilter, offset: int, limit: int) -> JobPage:
+        return self.store.page(where, offset, min(limit, self.settings.page_size_max))
 
     def tasks_of(self, job_id: str) -> list[TaskStatus]:
         self.get(job_id)

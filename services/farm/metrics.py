@@ -18,14 +18,15 @@ from prometheus_client.registry import Collector
 from schemas import STAGE_ORDER, JobState, StageState
 from schemas.task import TaskState
 from services.farm.overview import FarmService
+from services.scheduling.plan import is_gpu_stage
 from services.store import JobStore
 
 log = logging.getLogger(__name__)
 
 WAIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 STAGE_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600)
+GPU_STAGE_NAMES = tuple(stage.value for stage in STAGE_ORDER if is_gpu_stage(stage))
 MODEL_CALLS = ("detector_calls", "image_encoder_passes", "mask_decoder_calls", "tracking_steps", "frames_written")
-GPU_STAGES = ("detect", "segment", "track")
 
 
 def _histogram(
@@ -51,8 +52,10 @@ class FarmCollector(Collector):
 
         stages = GaugeMetricFamily("mattefarm_stages", "Job stages by stage and state.", labels=["stage", "state"])
         for stage in STAGE_ORDER:
-            for state in StageState:
-                stages.add_metric([stage.value, state.value], snap.stages.get((stage.value, state.value), 0))
+            for stage_state in StageState:
+                stages.add_metric(
+                    [stage.value, stage_state.value], snap.stages.get((stage.value, stage_state.value), 0)
+                )
         yield stages
 
         tasks = GaugeMetricFamily("mattefarm_tasks", "Tasks by stage and state.", labels=["stage", "state"])
@@ -106,9 +109,9 @@ class FarmCollector(Collector):
 
         by_stage: dict[str, list[float]] = defaultdict(list)
         frames: dict[str, int] = defaultdict(int)
-        for stage, seconds, done in snap.stage_times:
-            by_stage[stage].append(seconds)
-            frames[stage] += done
+        for name, seconds, done in snap.stage_times:
+            by_stage[name].append(seconds)
+            frames[name] += done
         for stage in STAGE_ORDER:
             yield _histogram(
                 "mattefarm_stage_seconds",
@@ -122,9 +125,9 @@ class FarmCollector(Collector):
             "GPU-stage seconds per frame over recent finished stages (a worker holds one GPU).",
             labels=["stage"],
         )
-        for stage in GPU_STAGES:
-            if frames.get(stage):
-                per_frame.add_metric([stage], math.fsum(by_stage[stage]) / frames[stage])
+        for gpu_stage in GPU_STAGE_NAMES:
+            if frames.get(gpu_stage):
+                per_frame.add_metric([gpu_stage], math.fsum(by_stage[gpu_stage]) / frames[gpu_stage])
         yield per_frame
 
         retries = CounterMetricFamily("mattefarm_task_retries", "Task attempts beyond the first, recent jobs.")
@@ -133,10 +136,10 @@ class FarmCollector(Collector):
 
         task_seconds: dict[str, list[float]] = defaultdict(list)
         peak: dict[str, int] = {}
-        for stage, seconds, peak_mb in snap.task_times:
-            task_seconds[stage].append(seconds)
+        for name, seconds, peak_mb in snap.task_times:
+            task_seconds[name].append(seconds)
             if peak_mb is not None:
-                peak[stage] = max(peak.get(stage, 0), peak_mb)
+                peak[name] = max(peak.get(name, 0), peak_mb)
         for stage in STAGE_ORDER:
             yield _histogram(
                 "mattefarm_task_seconds",
@@ -150,9 +153,9 @@ class FarmCollector(Collector):
             "Highest GPU memory PyTorch allocated in one task of the stage, recent jobs (GPU workers only).",
             labels=["stage"],
         )
-        for stage in GPU_STAGES:
-            if stage in peak:
-                peak_gpu.add_metric([stage], peak[stage] * 2**20)
+        for gpu_stage in GPU_STAGE_NAMES:
+            if gpu_stage in peak:
+                peak_gpu.add_metric([gpu_stage], peak[gpu_stage] * 2**20)
         yield peak_gpu
         calls = CounterMetricFamily(
             "mattefarm_model_calls", "Model calls and frames written, recent jobs.", labels=["kind"]

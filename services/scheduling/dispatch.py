@@ -82,9 +82,9 @@ def plan_dispatch(
         if cand.gpu and cand.show in caps and busy[cand.show] >= caps[cand.show]:
             continue
         for worker in slots:
-            queue = _queue_for(worker, cand, names)
-            if queue is not None:
-                plan.append(Assignment(cand.task_id, queue, worker.name))
+            serving = _queue_for(worker, cand, names)
+            if serving is not None:
+                plan.append(Assignment(cand.task_id, serving, worker.name))
                 slots.remove(worker)
                 if cand.gpu and cand.show is not None:
                     busy[cand.show] += 1

@@ -15,7 +15,7 @@ class RetryPolicy:
     jitter: float = 0.2  # ± share, so a failed batch does not come back in lockstep
 
     def delay(self, attempt: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
+        base = min(self.backoff_max_s, self.backoff_s * 2.0 ** max(0, attempt - 1))
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
 

@@ -118,7 +118,7 @@ def dependency_rank(position: Any, finalise: Any) -> Any:
 
 
 def rank_of(position: int, kind: TaskKind) -> int:
-    return dependency_rank(position, int(kind == TaskKind.FINALISE))
+    return int(dependency_rank(position, int(kind == TaskKind.FINALISE)))
 
 
 def waits_for(task_rank: int, other_rank: int) -> bool:

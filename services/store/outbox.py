@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from services.store.db import Database
+from services.store.db import Database, rows_changed
 from services.store.tables import JobRow, OutboxRow, utcnow
 
 # A sender killed mid-delivery leaves its claim; after this long another sender takes it over.
@@ -47,9 +47,12 @@ class WebhookOutbox:
             rows = s.execute(select(OutboxRow.id, OutboxRow.job_id, OutboxRow.url).where(*claimable).limit(limit)).all()
             held: list[OwedWebhook] = []
             for row in rows:
-                took = s.execute(
-                    update(OutboxRow).where(OutboxRow.id == row.id, *claimable).values(claimed_by=actor, claimed_at=now)
-                ).rowcount
+                took = rows_changed(
+                    s,
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row.id, *claimable)
+                    .values(claimed_by=actor, claimed_at=now),
+                )
                 if took:
                     held.append(OwedWebhook(row.id, row.job_id, row.url))
             return held

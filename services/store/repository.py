@@ -124,7 +124,7 @@ class JobStore:
         with self.db.session() as s:
             return s.scalar(select(JobRow.user).where(JobRow.id == job_id))
 
-    def list(self, where: JobFilter, offset: int, limit: int) -> JobPage:
+    def page(self, where: JobFilter, offset: int, limit: int) -> JobPage:
         with self.db.session() as s:
             query = select(JobRow)
             for column, value in (
@@ -313,9 +313,7 @@ def _status(row: JobRow) -> JobStatus:
     )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from schemas import EventKind, JobState
 from schemas.task import FailureClass, TaskState
 from services.scheduling.retry import RetryPolicy, after_failure
-from services.store.db import Database
+from services.store.db import Database, rows_changed
 from services.store.job_refresh import refresh_job, stage_progress, stop_others
 from services.store.tables import BlockRow, JobRow, TaskRow, utcnow
 from services.store.task_rows import Claimed, Closed, label, lock_job, locked_task, move, new_event, task_status
@@ -82,9 +82,9 @@ class TaskAttempts:
             values: dict[str, Any] = {"heartbeat_at": utcnow(), "frames_done": frames_done}
             if peak_gpu_mb is not None:
                 values["peak_gpu_mb"] = peak_gpu_mb
-            moved = s.execute(
-                update(TaskRow).where(TaskRow.id == task_id, TaskRow.state == TaskState.RUNNING).values(**values)
-            ).rowcount
+            moved = rows_changed(
+                s, update(TaskRow).where(TaskRow.id == task_id, TaskRow.state == TaskState.RUNNING).values(**values)
+            )
             if moved:
                 stage_progress(s, task_id)
             row = s.execute(

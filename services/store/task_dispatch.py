@@ -14,7 +14,7 @@ from schemas.task import TaskKind, TaskState
 from services.scheduling.dispatch import Candidate
 from services.scheduling.plan import is_gpu_stage
 from services.scheduling.states import dependency_rank
-from services.store.db import Database
+from services.store.db import Database, rows_changed
 from services.store.tables import BlockRow, JobRow, TaskRow, utcnow
 
 
@@ -88,7 +88,7 @@ class DispatchQueries:
                 )
                 .group_by(JobRow.show)
             )
-            return {show: n for show, n in rows}
+            return {str(show): n for show, n in rows}  # shows without a name are not capped
 
     def waiting_summary(self) -> tuple[int, datetime | None]:
         """Tasks not yet running (waiting, retrying, queued), and the submit time of the oldest one's job."""
@@ -105,11 +105,12 @@ class DispatchQueries:
         """waiting/retrying → queued with a fresh token; None if someone else moved it first."""
         token = secrets.token_hex(8)
         with self.db.session() as s:
-            done = s.execute(
+            done = rows_changed(
+                s,
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.state.in_([TaskState.WAITING, TaskState.RETRYING]))
-                .values(state=TaskState.QUEUED, queue=queue, token=token, queued_at=utcnow(), not_before=None)
-            ).rowcount
+                .values(state=TaskState.QUEUED, queue=queue, token=token, queued_at=utcnow(), not_before=None),
+            )
         return token if done else None
 
     def unqueue(self, task_id: int, token: str) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from schemas import WorkerInfo, WorkerState
 from services.scheduling.dispatch import FreeWorker
-from services.store.db import Database
+from services.store.db import Database, rows_changed
 from services.store.tables import WorkerRow, utcnow
 
 
@@ -60,7 +60,7 @@ class WorkerRegistry:
 
     def set_state(self, name: str, state: WorkerState) -> bool:
         with self.db.session() as s:
-            return bool(s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=state)).rowcount)
+            return bool(rows_changed(s, update(WorkerRow).where(WorkerRow.name == name).values(state=state)))
 
     def stop_node(self, node: str) -> None:
         """Mark a worker node's processes (named ``node:pid``) as stopping: they drain."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from farm_config.settings import Settings
+from farm_config.settings import ModelBackend, Sam2Size, Settings
 from schemas import PipelineOptions, Strategy
 from workers.bench.strategies import run_shot
 from workers.models.builder import build_models
@@ -26,8 +26,8 @@ def run_once(
     plate: str,
     strategy: Strategy,
     *,
-    backend: str,
-    sam2_size: str,
+    backend: ModelBackend,
+    sam2_size: Sam2Size,
     chunk: int,
     refresh: int,
     feature_cache_mb: int,
@@ -36,9 +36,9 @@ def run_once(
 ) -> dict[str, Any]:
     """One shot in this process; returns counters, seconds and peak RSS (MiB)."""
     settings = Settings(
-        model_backend=backend,  # type: ignore[arg-type]
+        model_backend=backend,
         weights="random",
-        sam2_size=sam2_size,  # type: ignore[arg-type]
+        sam2_size=sam2_size,
         gdino_text_encoder="bert-tiny",
         models_dir=Path(tempfile.gettempdir()) / "mattefarm-bench-models",
         device="auto",

@@ -3,10 +3,12 @@ EXR write (half layers + Cryptomatte, ZIP), at given plate sizes. Prints what it
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,7 +17,7 @@ from farm_config.settings import Settings
 from workers.io import cryptomatte
 from workers.io.exr import set_exr_threads, to_half, write_exr_atomic
 from workers.io.images import read_image
-from workers.io.plate import PlateDecoder, resolve_plate
+from workers.io.plate import PlateDecoder, PlateInfo, resolve_plate
 from workers.pipeline.export import matte_channels
 from workers.pipeline.frames import FrameSource
 
@@ -46,8 +48,9 @@ def _plate_rgb(width: int, height: int, seed: int) -> np.ndarray:
     """Textured, grainy, scene-linear: compresses like a real plate, not like a flat card."""
     rng = np.random.default_rng(seed)
     small = rng.uniform(0.02, 1.2, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-    rgb = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    return rgb + rng.normal(0, 0.01, rgb.shape).astype(np.float32)
+    rgb: np.ndarray = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    grain: np.ndarray = rng.normal(0, 0.01, rgb.shape).astype(np.float32)
+    return rgb + grain
 
 
 def _mattes(width: int, height: int, layers: int, frame: int) -> list[np.ndarray]:
@@ -74,13 +77,32 @@ def write_plates(folder: Path, width: int, height: int, frames: int) -> tuple[Pa
         spec = oiio.ImageSpec(width, height, 3, oiio.UINT16)
         spec.attribute("oiio:BitsPerSample", 10)
         out = oiio.ImageOutput.create(str(folder / f"scan.{1001 + i}.dpx"))
+        if out is None:
+            raise OSError(f"OpenImageIO can't write DPX here: {oiio.geterror()}")
         out.open(str(folder / f"scan.{1001 + i}.dpx"), spec)
         out.write_image((np.clip(rgb / 1.3, 0, 1) * 65535).astype(np.uint16))
         out.close()
     return folder / "plate.####.exr", folder / "scan.####.dpx"
 
 
-def _timed(frames: list[int], run: Callable[[int], None]) -> float:
+def _decode(plate: PlateInfo, frame: int) -> object:
+    return read_image(plate.path_for(frame))
+
+
+def _write_mattes(
+    paths: list[Path],
+    mattes: dict[int, list[np.ndarray]],
+    names: list[str],
+    size: tuple[int, int],
+    crypto_header: dict[str, Any] | None,
+    frame: int,
+) -> None:
+    """One frame's matte EXR; ``crypto_header`` None writes it without Cryptomatte."""
+    channels = matte_channels(names, mattes[frame], size, crypto_header is not None)
+    write_exr_atomic(paths[frame - 1001], channels, crypto_header or {}, "zip")
+
+
+def _timed(frames: list[int], run: Callable[[int], object]) -> float:
     started = time.perf_counter()
     for frame in frames:
         run(frame)
@@ -113,7 +135,7 @@ def measure(
         plate = resolve_plate(str(pattern), None)
         disk = sum(plate.path_for(f).stat().st_size for f in numbers) / 1e6
         say(f"{size}: decoding {label}")
-        seconds = _timed(numbers, lambda f, p=plate: read_image(p.path_for(f)))
+        seconds = _timed(numbers, functools.partial(_decode, plate))
         results.append(IoResult(size, f"{label} decode", frames, seconds, disk, rgb_mb * frames))
         decoder = PlateDecoder.configured(plate, max_side, colourspace, settings)
         seconds = _timed(numbers, decoder.model_frame)
@@ -134,9 +156,7 @@ def measure(
         mattes = {f: _mattes(width, height, layers, f) for f in numbers}
         seconds = _timed(
             numbers,
-            lambda f, c=crypto, p=paths, m=mattes: write_exr_atomic(
-                p[f - 1001], matte_channels(names, m[f], (width, height), c), header if c else {}, "zip"
-            ),
+            functools.partial(_write_mattes, paths, mattes, names, (width, height), header if crypto else None),
         )
         disk = sum(p.stat().st_size for p in paths) / 1e6
         pixel_bytes = width * height * ((layers + 1) * 2 + (12 * 4 if crypto else 0))

@@ -39,7 +39,7 @@ def asymmetric_sim(masks: list[np.ndarray]) -> np.ndarray:
     flat = np.stack([m.reshape(-1) for m in masks]).astype(np.float32)
     inter = flat @ flat.T
     area = flat.sum(axis=1)
-    sim = np.divide(inter, area[:, None], out=np.zeros_like(inter), where=area[:, None] > 0)
+    sim: np.ndarray = np.divide(inter, area[:, None], out=np.zeros_like(inter), where=area[:, None] > 0)
     np.fill_diagonal(sim, 0.0)
     return sim
 

@@ -19,6 +19,7 @@ beats it by ``hysteresis``. Pure numpy: no models, no files.
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,8 +103,8 @@ class IdentityBook:
                 continue
             if _covered_fraction(det.mask, prompts.values()) >= opts.new_layer_max_cover:
                 continue
-            lid = self._dormant_match(det, recent or {}, exclude=prompts.keys())
-            prompts[lid if lid is not None else self.new_layer(det.label, det.mask)] = det.mask
+            revived = self._dormant_match(det, recent or {}, exclude=prompts.keys())
+            prompts[revived if revived is not None else self.new_layer(det.label, det.mask)] = det.mask
         for lid, layer in self.layers.items():
             if lid in prompts:
                 layer.empty_windows, layer.last_mask, layer.ended = 0, prompts[lid], False
@@ -122,10 +123,10 @@ class IdentityBook:
                     self.layers[young].merged_into, self.layers[young].ended = old, True
                     del prompts[young]
 
-    def _dormant_match(self, det: FrameMask, recent: dict[int, np.ndarray], exclude: object) -> int | None:
+    def _dormant_match(self, det: FrameMask, recent: dict[int, np.ndarray], exclude: Container[int]) -> int | None:
         best, best_iou = None, self.options.revive_iou
         for lid, layer in self.layers.items():
-            if lid in exclude or layer.ended or layer.label != det.label:  # type: ignore[operator]
+            if lid in exclude or layer.ended or layer.label != det.label:
                 continue
             last = recent.get(lid, layer.last_mask)
             if last is None:
@@ -159,9 +160,9 @@ class IdentityBook:
         return keep
 
 
-def _covered_fraction(mask: np.ndarray, others: object) -> float:
+def _covered_fraction(mask: np.ndarray, others: Iterable[np.ndarray]) -> float:
     union = np.zeros_like(mask)
-    for other in others:  # type: ignore[attr-defined]
+    for other in others:
         union |= other
     area = mask.sum()
     return float((mask & union).sum() / area) if area else 1.0

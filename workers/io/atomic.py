@@ -47,9 +47,9 @@ def atomic_path(path: Path, suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: Path, data: Any, **dump_options: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False, indent: int | None = 2) -> None:
     with atomic_path(path) as temporary, temporary.open("w") as fh:
-        json.dump(data, fh, **({"indent": 2, "default": str} | dump_options))
+        json.dump(data, fh, indent=indent, sort_keys=sort_keys, default=str)
 
 
 def leftover_temporaries(path: Path, suffix: str = TEMP_SUFFIX) -> list[Path]:

@@ -45,7 +45,7 @@ def even_size(size: tuple[int, int]) -> tuple[int, int]:
 
 def overlay(display: np.ndarray, mattes: Mapping[str, np.ndarray]) -> np.ndarray:
     """Tint each layer over the display-referred plate and outline it (uint8 RGB in and out)."""
-    out = display.astype(np.float32)
+    out: np.ndarray = display.astype(np.float32)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * OUTLINE_PX + 1, 2 * OUTLINE_PX + 1))
     edges: list[tuple[np.ndarray, tuple[int, int, int]]] = []
     for name, matte in mattes.items():
@@ -54,8 +54,8 @@ def overlay(display: np.ndarray, mattes: Mapping[str, np.ndarray]) -> np.ndarray
         out = out * (1.0 - alpha) + colour * alpha
         inside = (matte > 0.5).astype(np.uint8)
         edges.append((cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, kernel) > 0, layer_colour(name)))
-    for edge, colour in edges:
-        out[edge] = colour
+    for edge, edge_colour in edges:
+        out[edge] = edge_colour
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

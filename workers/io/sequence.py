@@ -67,7 +67,7 @@ class SequencePattern:
         except (fileseq.FileSeqException, OSError):
             return []
         frames = found.frameSet()
-        return sorted(frames) if frames is not None else []
+        return sorted(int(frame) for frame in frames) if frames is not None else []
 
 
 def missing_frames(requested: list[int], present: list[int]) -> list[int]:

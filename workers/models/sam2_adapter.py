@@ -222,8 +222,8 @@ def _quietly(frames: Iterator[Any]) -> Iterator[Any]:
     from tqdm import tqdm
 
     original = tqdm.__init__
-    tqdm.__init__ = partialmethod(original, disable=True)  # type: ignore[method-assign]
+    tqdm.__init__ = partialmethod(original, disable=True)
     try:
         yield from frames
     finally:
-        tqdm.__init__ = original  # type: ignore[method-assign]
+        tqdm.__init__ = original

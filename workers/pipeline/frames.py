@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import overload
 
 import numpy as np
 
@@ -99,7 +100,13 @@ class WindowFrames(Sequence[ModelFrame]):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, index: int | slice) -> ModelFrame | list[ModelFrame]:  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> ModelFrame: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ModelFrame]: ...
+
+    def __getitem__(self, index: int | slice) -> ModelFrame | list[ModelFrame]:
         if isinstance(index, slice):
             return [self.source.at(p) for p in self.positions[index]]
         return self.source.at(self.positions[index])

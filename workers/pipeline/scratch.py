@@ -10,6 +10,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -40,76 +41,89 @@ class TrackedMask:
         return self.logits > 0
 
 
-class _DiskLRU:
+V = TypeVar("V")
+
+
+class _DiskLRU(Generic[V]):
+    """Per-position records of type ``V``: the last ``keep`` in memory, the rest on disk."""
+
     def __init__(self, folder: Path, kind: str, keep: int) -> None:
         self.folder, self.kind, self.keep = folder, kind, max(1, keep)
         folder.mkdir(parents=True, exist_ok=True)
-        self._memory: OrderedDict[int, object] = OrderedDict()
+        self._memory: OrderedDict[int, V | None] = OrderedDict()
         self._dirty: set[int] = set()
 
     def path(self, pos: int) -> Path:
         return self.folder / f"{self.kind}_{pos:06d}.npz"
 
-    def _get(self, pos: int, load: object) -> object:
+    def _get(self, pos: int) -> V | None:
         if pos in self._memory:
             self._memory.move_to_end(pos)
             return self._memory[pos]
-        value = load(self.path(pos)) if self.path(pos).exists() else None  # type: ignore[operator]
+        value = self._load(self.path(pos)) if self.path(pos).exists() else None
         self._remember(pos, value)
         return value
 
-    def _put(self, pos: int, value: object) -> None:
+    def _put(self, pos: int, value: V) -> None:
         self._remember(pos, value)
         self._dirty.add(pos)
 
-    def _remember(self, pos: int, value: object) -> None:
+    def _remember(self, pos: int, value: V | None) -> None:
         self._memory[pos] = value
         self._memory.move_to_end(pos)
         while len(self._memory) > self.keep:
             old, old_value = self._memory.popitem(last=False)
-            if old in self._dirty:
+            if old in self._dirty and old_value is not None:
                 self._write(old, old_value)
 
     def flush(self) -> None:
         for pos in sorted(self._dirty):
-            if pos in self._memory:
-                self._write(pos, self._memory[pos])
+            value = self._memory.get(pos)
+            if value is not None:
+                self._write(pos, value)
         self._dirty.clear()
 
-    def _write(self, pos: int, value: object) -> None:
+    def _write(self, pos: int, value: V) -> None:
         self._dirty.discard(pos)
         with atomic_path(self.path(pos)) as temporary, temporary.open("wb") as fh:
-            np.savez_compressed(fh, **self._encode(value))
+            np.savez_compressed(fh, allow_pickle=False, **self._encode(value))
 
-    def _encode(self, value: object) -> dict[str, np.ndarray]:
+    def _encode(self, value: V) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _load(self, path: Path) -> V:
         raise NotImplementedError
 
 
-class DetectionStore(_DiskLRU):
+class DetectionStore(_DiskLRU[list[FrameMask]]):
     """Each frame's cleaned detections (label, bool mask, score)."""
 
     def __init__(self, folder: Path, keep: int = 48) -> None:
         super().__init__(folder, "detections", keep)
 
     def get(self, pos: int) -> list[FrameMask]:
-        return self._get(pos, _load_detections) or []  # type: ignore[return-value]
+        return self._get(pos) or []
 
     def put(self, pos: int, detections: list[FrameMask]) -> None:
         self._put(pos, detections)
 
-    def _encode(self, value: object) -> dict[str, np.ndarray]:
-        dets: list[FrameMask] = value  # type: ignore[assignment]
+    def _load(self, path: Path) -> list[FrameMask]:
+        return _load_detections(path)
+
+    def _encode(self, value: list[FrameMask]) -> dict[str, np.ndarray]:
+        dets = value
         shape = dets[0].mask.shape if dets else (0, 0)
         return {
             "labels": np.array([d.label for d in dets], dtype=str),
             "scores": np.array([d.score for d in dets], np.float32),
             "masks": np.packbits(np.stack([d.mask for d in dets]), axis=-1) if dets else np.zeros((0, 0, 0), np.uint8),
-            "logits": np.stack([_logits_of(d) for d in dets]) if dets else np.zeros((0, 1, 1), np.int16),
+            "logits": np.stack([logits_of(d) for d in dets]) if dets else np.zeros((0, 1, 1), np.int16),
             "shape": np.array(shape),
         }
 
 
-def _logits_of(det: FrameMask) -> np.ndarray:
+def logits_of(det: FrameMask) -> np.ndarray:
+    """A detection's quantized logits; a hard mask without logits gets ±8."""
     if det.logits is not None:
         return quantize_logits(det.logits)
     return quantize_logits(np.where(det.mask, 8.0, -8.0))
@@ -127,24 +141,27 @@ def _load_detections(path: Path) -> list[FrameMask]:
         ]
 
 
-class LayerStore(_DiskLRU):
+class LayerStore(_DiskLRU[dict[int, TrackedMask]]):
     """Each frame's tracked layers: layer id → logits and quality."""
 
     def __init__(self, folder: Path, keep: int = 48) -> None:
         super().__init__(folder, "layers", keep)
 
     def get(self, pos: int) -> dict[int, TrackedMask]:
-        value = self._get(pos, _load_layers)
+        value = self._get(pos)
         if value is None:
             value = {}
             self._remember(pos, value)
-        return value  # type: ignore[return-value]
+        return value
 
     def put(self, pos: int, layers: dict[int, TrackedMask]) -> None:
         self._put(pos, layers)
 
-    def _encode(self, value: object) -> dict[str, np.ndarray]:
-        layers: dict[int, TrackedMask] = value  # type: ignore[assignment]
+    def _load(self, path: Path) -> dict[int, TrackedMask]:
+        return _load_layers(path)
+
+    def _encode(self, value: dict[int, TrackedMask]) -> dict[str, np.ndarray]:
+        layers = value
         ids = sorted(layers)
         return {
             "ids": np.array(ids, np.int32),

@@ -21,7 +21,7 @@ from workers.core.cleanup import consolidate, remove_small_regions
 from workers.core.layers import FrameMask
 from workers.models.interfaces import Detection, ModelSet
 from workers.pipeline.frames import FrameSource
-from workers.pipeline.scratch import BoxStore, DetectionStore, LayerStore, quantize_logits
+from workers.pipeline.scratch import BoxStore, DetectionStore, LayerStore, logits_of, quantize_logits
 
 _LOGIT = 8.0  # logit magnitude given to pixels the clean-up adds or removes
 
@@ -142,9 +142,9 @@ def clean_frame(boxes: list[Detection], logits: np.ndarray, opts: PipelineOption
         if not merged:
             out.append(base)
             continue
-        mask, logits_ = base.mask.copy(), base.logits
+        mask, logits_ = base.mask.copy(), logits_of(base)
         for i in merged:
             mask |= masks[i].mask
-            logits_ = np.maximum(logits_, masks[i].logits)
+            logits_ = np.maximum(logits_, logits_of(masks[i]))
         out.append(FrameMask(base.label, mask, max(base.score, *(masks[i].score for i in merged)), logits_))
     return out

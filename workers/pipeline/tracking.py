@@ -19,7 +19,7 @@ from workers.core.identity import IdentityBook, IdentityOptions, detection_quali
 from workers.core.layers import LayerLinker, LayerNamer
 from workers.core.masks import iou
 from workers.core.windows import keyframe_windows, plan_windows
-from workers.pipeline.scratch import LayerStore, TrackedMask, quantize_logits
+from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
 from workers.pipeline.stages import Shot, StageClock
 
 
@@ -174,7 +174,7 @@ def _link_per_frame(shot: Shot) -> list[LayerInfo]:
         detections = shot.detections.get(pos)
         ids = linker.link(pos, detections)
         shot.layers.put(
-            pos, {i + 1: TrackedMask(det.logits, det.score) for i, det in zip(ids, detections, strict=True)}
+            pos, {i + 1: TrackedMask(logits_of(det), det.score) for i, det in zip(ids, detections, strict=True)}
         )
         clock.tick()
     shot.layers.flush()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from farm_config.settings import Settings
+from farm_config.settings import Sam2Size, Settings
 
-SAM2_SMALLER = {"large": "base_plus", "base_plus": "small", "small": "tiny", "tiny": "tiny"}
+SAM2_SMALLER: dict[Sam2Size, Sam2Size] = {"large": "base_plus", "base_plus": "small", "small": "tiny", "tiny": "tiny"}
 
 
 def lighter_settings(settings: Settings, level: int, allow_smaller_model: bool) -> tuple[Settings, list[str]]:

@@ -84,8 +84,8 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
     for name in layer_area:
         best, best_iou = None, ASSIGN_IOU
         for obj in objects:
-            union = layer_area[name] + object_area[obj] - inter.get((name, obj), 0)
-            st_iou = inter.get((name, obj), 0) / union if union else 0.0
+            union_area = layer_area[name] + object_area[obj] - inter.get((name, obj), 0)
+            st_iou = inter.get((name, obj), 0) / union_area if union_area else 0.0
             if st_iou >= best_iou:
                 best, best_iou = obj, st_iou
         if best is not None:
@@ -113,15 +113,15 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
                 if owner.get(name) == obj:
                     union |= matte
             ious[obj].append(iou(visible, union))
-            best, best_iou = None, COVER_IOU
+            covering, best_iou = None, COVER_IOU
             for name, matte in mattes.items():
                 score = iou(visible, matte)
                 if score >= best_iou:
-                    best, best_iou = name, score
-            if best is not None:
-                if last_best[obj] is not None and last_best[obj] != best:
+                    covering, best_iou = name, score
+            if covering is not None:
+                if last_best[obj] is not None and last_best[obj] != covering:
                     switches += 1
-                last_best[obj] = best
+                last_best[obj] = covering
 
     seen = [obj for obj in objects if ious[obj]]
     late = [obj for obj in seen if first_visible[obj] > 0]

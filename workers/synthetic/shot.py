@@ -56,7 +56,7 @@ def plan_objects(rng: np.random.Generator, count: int, frames: int) -> list[Synt
                 id=i + 1,
                 label=label,
                 size=float(rng.uniform(0.18, 0.3)),
-                colour=tuple(float(c) for c in rng.uniform(0.05, 0.8, 3)),  # type: ignore[arg-type]
+                colour=_rgb(rng.uniform(0.05, 0.8, 3)),
                 depth=float(i + rng.uniform(0, 0.5)),
                 x0=-0.15 if late else (0.7 if wanders else float(rng.uniform(0.25, 0.75))),
                 y0=float(rng.uniform(0.3, 0.7)),
@@ -150,3 +150,8 @@ def write_shot(
     objects_json = {"objects": [{"id": o.id, "label": o.label} for o in plan], "plan": [asdict(o) for o in plan]}
     (shot / "truth" / "objects.json").write_text(json.dumps(objects_json, indent=2))
     return shot / "plate" / f"{name}.####.exr"
+
+
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
@@ -13,7 +13,7 @@ from services.api.deps import ServiceDep, UserDep
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
@@ -34,7 +34,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     """Jobs, newest first, filtered by state, show, shot or user."""
-    return jobs.list(JobFilter(state=state, show=show, shot=shot, user=user), offset, limit)
+    return jobs.page(JobFilter(state=state, show=show, shot=shot, user=user), offset, limit)
 
 
 @router.get("/{job_id}", responses=ERRORS)
