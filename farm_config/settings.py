@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from farm_config.colour_defaults import DEFAULT_DISPLAY, DEFAULT_OCIO_CONFIG, DEFAULT_VIEW
+from farm_config.profiles import PROFILES, get_profile
 
 ModelBackend = Literal["synthetic", "sam2-gdino", "shadow"]
 WeightsMode = Literal["official", "random"]
@@ -164,8 +165,6 @@ class Settings(BaseSettings):
     @field_validator("worker_profile")
     @classmethod
     def _known_profile(cls, profile: str | None) -> str | None:
-        from farm_config.profiles import PROFILES
-
         if profile is not None and profile not in PROFILES:
             raise ValueError(f"MATTEFARM_WORKER_PROFILE: unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
         return profile
@@ -224,8 +223,6 @@ class Settings(BaseSettings):
         if self.worker_queues:
             return list(self.worker_queues)
         if self.worker_profile:
-            from farm_config.profiles import get_profile
-
             return [get_profile(self.worker_profile).queue]
         return [self.gpu_queue, self.cpu_queue]
 

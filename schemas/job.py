@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.frames import FrameRangeError, parse_frame_range
 
@@ -76,7 +76,15 @@ class PipelineOptions(BaseModel):
     fp_min_partners: int = Field(2, ge=1, description="A mask with this many partners is a false positive.")
     merge_sim: float = Field(0.6, gt=0.0, le=1.0, description="Sim(A,B) above which A merges into its one partner.")
     # tracking
-    chunk_size: int = Field(20, ge=2, le=500, description="Frames per tracking window.")
+    # "chunk" is a task's frame range (task_frames); a tracking window is a window. The option's
+    # old name, chunk_size, is still read so submissions scripted against it keep working.
+    window_frames: int = Field(
+        20,
+        ge=2,
+        le=500,
+        validation_alias=AliasChoices("window_frames", "chunk_size"),
+        description="Frames per tracking window (formerly chunk_size).",
+    )
     refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
     match_iou: float = Field(0.9, gt=0.0, le=1.0, description="IoU at which a detection refreshes a layer.")
     new_layer_max_cover: float = Field(
@@ -91,9 +99,9 @@ class PipelineOptions(BaseModel):
     link_iou: float = Field(0.5, gt=0.0, le=1.0, description="per-frame: IoU that links a mask to a layer.")
 
     @model_validator(mode="after")
-    def _refresh_within_chunk(self) -> PipelineOptions:
-        if self.refresh_every > self.chunk_size:
-            raise ValueError("options.refresh_every must not exceed options.chunk_size")
+    def _refresh_within_window(self) -> PipelineOptions:
+        if self.refresh_every > self.window_frames:
+            raise ValueError("options.refresh_every must not exceed options.window_frames")
         return self
 
 

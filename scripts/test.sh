@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the whole test suite: starts a PostgreSQL server for the store tests if none is given
-# (MATTEFARM_TEST_POSTGRES_URL), then pytest. Redis servers and worker processes are started by
+# Run the whole test suite: ruff, lint-imports and mypy, then starts a PostgreSQL server for the
+# store tests if none is given (MATTEFARM_TEST_POSTGRES_URL), then pytest
+# (MATTEFARM_SKIP_CHECKS=1 skips the first three while iterating). Redis servers and worker processes are started by
 # the tests themselves. Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,17 @@ if [ -z "${MATTEFARM_TEST_POSTGRES_URL:-}" ]; then
   else
     echo "note: no PostgreSQL for the store tests (set MATTEFARM_TEST_POSTGRES_URL)" >&2
   fi
+fi
+
+# The architecture and the types first: they fail in seconds where the suite takes minutes.
+# (docs/architecture.md: the layers lint-imports enforces; pyproject.toml: the contracts.)
+if [ -z "${MATTEFARM_SKIP_CHECKS:-}" ]; then
+  echo "==> ruff" >&2
+  "$VENV/bin/ruff" check . >&2
+  echo "==> lint-imports (the layers of docs/architecture.md)" >&2
+  "$VENV/bin/lint-imports" >&2
+  echo "==> mypy" >&2
+  "$VENV/bin/mypy" >&2
 fi
 
 exec "$VENV/bin/python" -m pytest "$@"

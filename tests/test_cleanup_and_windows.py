@@ -61,7 +61,7 @@ def test_a_part_of_two_objects_is_dropped_not_merged() -> None:
 
 
 def test_windows_cover_every_frame_in_both_directions() -> None:
-    windows = plan_windows(60, chunk=20, refresh=5)
+    windows = plan_windows(60, length=20, refresh=5)
     forward = [w for w in windows if w.forward]
     backward = [w for w in windows if not w.forward]
     assert [w.start for w in forward] == list(range(0, 60, 5))
@@ -73,7 +73,7 @@ def test_windows_cover_every_frame_in_both_directions() -> None:
     for direction in (forward, backward):
         covered = {p for w in direction for p in w.positions}
         assert covered == set(range(60))
-    # each frame is tracked by chunk/refresh windows per direction once the shot is long enough
+    # each frame is tracked by length/refresh windows per direction once the shot is long enough
     assert sum(30 in w.positions for w in forward) == 4
 
 
@@ -81,9 +81,22 @@ def test_window_planning_edge_cases() -> None:
     assert plan_windows(0, 20, 5) == []
     assert [(w.start, w.stop) for w in plan_windows(3, 20, 5)] == [(0, 2), (2, 0)]
     assert len(plan_windows(40, 20, 5, backward=False)) == 8
-    with pytest.raises(ValueError, match="chunk"):
+    with pytest.raises(ValueError, match="length"):
         plan_windows(10, 1, 1)
 
 
 def test_keyframe_windows_reach_the_next_keyframe() -> None:
     assert [(w.start, w.stop) for w in keyframe_windows(45, 20)] == [(0, 20), (20, 40), (40, 44)]
+
+
+def test_the_tracking_window_option_keeps_its_old_name() -> None:
+    """``window_frames`` was ``chunk_size`` (a name that also meant a task's frames): both are read."""
+    from pydantic import ValidationError
+
+    from schemas import PipelineOptions
+
+    assert PipelineOptions(window_frames=12).window_frames == 12
+    assert PipelineOptions.model_validate({"chunk_size": 10}).window_frames == 10
+    assert "window_frames" in PipelineOptions().model_dump()
+    with pytest.raises(ValidationError, match=r"refresh_every must not exceed options\.window_frames"):
+        PipelineOptions(window_frames=4, refresh_every=5)

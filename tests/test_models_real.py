@@ -124,7 +124,7 @@ def test_each_frame_is_encoded_once_across_segmentation_and_both_tracking_passes
     from workers.bench.strategies import run_shot
 
     plate = str(write_small_shot(tmp_path, "enc010", frames=8))
-    options = PipelineOptions(strategy=Strategy.FARM, chunk_size=4, refresh_every=2, max_detections=3)
+    options = PipelineOptions(strategy=Strategy.FARM, window_frames=4, refresh_every=2, max_detections=3)
     for cache_mb, expect_once in ((256, True), (0, False)):
         models = build_models(
             random_settings(tmp_path / "models", model_backend="shadow", sam2_image_size=256, feature_cache_mb=cache_mb)

@@ -1,7 +1,13 @@
-"""Farm-monitor commands: job/stage/task controls (one job or many), tasks, task logs, workers."""
+"""Farm-monitor commands: job/stage/task controls (one job or many), tasks, task logs, workers.
+
+Imports inside commands are for start-up time only: `mattefarm --help` and the job commands
+must not load OpenEXR, OpenCV, SQLAlchemy or torch. lint-imports checks them like any other
+import, so none of them can hide a circle.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import click
@@ -188,8 +194,6 @@ def drain(worker: str) -> None:
 @click.command()
 def dispatcher() -> None:
     """Run the dispatcher/reconciler loop on its own (when the API runs with MATTEFARM_DISPATCHER=false)."""
-    import threading
-
     from services.composition import build_dispatcher_loops  # the farm's wiring loads only for this command
 
     settings = get_settings()

@@ -1,11 +1,17 @@
 """``mattefarm eval`` (score mattes against synthetic truth), ``mattefarm compare`` (strategies on a
-synthetic suite) and ``mattefarm bench`` (encoder passes and peak memory)."""
+synthetic suite) and ``mattefarm bench`` (encoder passes and peak memory).
+
+Imports inside commands are for start-up time only: `mattefarm --help` and the job commands
+must not load OpenEXR, OpenCV, SQLAlchemy or torch. lint-imports checks them like any other
+import, so none of them can hide a circle.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +19,10 @@ import click
 from rich.status import Status
 from rich.table import Table
 
+from farm_config import get_settings
 from schemas import Strategy
-from services.cli.common import client, console, err, farm_errors
+from services.cli.common import api_token, api_url, client, console, err, farm_errors
+from services.load_benchmark import run_load
 
 
 @click.command("eval")
@@ -155,7 +163,15 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
     default=None,
     help="SAM2 input size (default the model's 1024); 512 makes CPU runs ~13× faster.",
 )
-@click.option("--chunk", type=click.IntRange(2, 500), default=20, show_default=True)
+@click.option(
+    "--window",
+    "--chunk",
+    "window",
+    type=click.IntRange(2, 500),
+    default=20,
+    show_default=True,
+    help="Frames per tracking window.",
+)
 @click.option("--refresh", type=click.IntRange(1, 500), default=5, show_default=True)
 @click.option("--feature-cache-mb", type=click.IntRange(0), default=512, show_default=True)
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("mattefarm-bench"), show_default=True)
@@ -166,7 +182,7 @@ def bench(
     size: str,
     sam2_size: str,
     sam2_image_size: int | None,
-    chunk: int,
+    window: int,
     refresh: int,
     feature_cache_mb: int,
     workdir: Path,
@@ -191,7 +207,7 @@ def bench(
                         Strategy(strategy),
                         backend="shadow",
                         sam2_size=sam2_size,
-                        chunk=chunk,
+                        window=window,
                         refresh=refresh,
                         feature_cache_mb=feature_cache_mb,
                         max_side=max(width, height),
@@ -210,7 +226,7 @@ def bench(
         "seconds",
         "peak RSS MiB",
         title=f"SAM 2.1 {sam2_size} (input {sam2_image_size or 1024} px) + GroundingDINO Swin-T, random weights, "
-        f"plate {size}, windows {chunk}/{refresh}",
+        f"plate {size}, windows {window}/{refresh}",
     )
     for row in rows:
         c = row["counters"]
@@ -244,9 +260,6 @@ def bench_io(
     sizes: tuple[str, ...], frames: int, layers: int, threads: int, workdir: Path | None, as_json: bool
 ) -> None:
     """Plate decode and matte EXR write throughput (frames/s and MB/s) on this machine."""
-    import tempfile
-
-    from farm_config import get_settings
     from workers.bench.plate_io import measure
 
     parsed = []
@@ -323,9 +336,6 @@ def bench_io(
 @farm_errors
 def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bool) -> None:
     """Submit JOBS jobs from CLIENTS concurrent clients, read their status; API latency median and p99."""
-    from services.cli.common import api_token, api_url
-    from services.load_benchmark import run_load
-
     spec = {"plate": plate, "prompt": "person", "output_root": output_root, "show": "bench", "priority": 1}
     with console.status(f"{jobs_} submissions from {clients} clients…"):
         report = run_load(api_url(), api_token(), spec, jobs_, clients)

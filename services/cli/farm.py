@@ -1,4 +1,9 @@
-"""Running the farm: ``up`` (embedded), ``api``, ``worker``, ``demo`` and ``db``."""
+"""Running the farm: ``up`` (embedded), ``api``, ``worker``, ``demo`` and ``db``.
+
+Imports inside commands are for start-up time only: `mattefarm --help` and the job commands
+must not load OpenEXR, OpenCV, SQLAlchemy or torch. lint-imports checks them like any other
+import, so none of them can hide a circle.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from farm_config.celery_config import prepare_local_broker
 from farm_config.profiles import PROFILES, get_profile
 from services.cli.common import console, err, farm_errors, follow_job
 from services.client import FarmClient
+from services.embedded import EmbeddedFarm, worker_command, worker_env
 
 
 def _settings_env(backend: str | None, weights: str | None, port: int | None) -> dict[str, str]:
@@ -30,8 +36,6 @@ def _settings_env(backend: str | None, weights: str | None, port: int | None) ->
 
 
 def _start_embedded(env: dict[str, str]):
-    from services.embedded import EmbeddedFarm
-
     os.environ.update(env)
     get_settings.cache_clear()  # the CLI's settings follow what it just set for the farm
     farm = EmbeddedFarm(get_settings(), env)
@@ -108,8 +112,6 @@ def api(host: str | None, port: int | None) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: str | None, gpu: int | None, profile: str | None, name: str | None, loglevel: str) -> None:
     """Run one worker process (one per GPU). Models load in the child, after the fork."""
-    from services.embedded import worker_command, worker_env
-
     if profile:
         chosen = get_profile(profile)
         os.environ["MATTEFARM_WORKER_PROFILE"] = profile
@@ -180,8 +182,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply migrations to MATTEFARM_DATABASE_URL (the API and workers also do this on start)."""
-    from services.store import Database
+    from services.composition import open_stores  # loads the farm's wiring only for this command
 
-    database = Database(get_settings().resolved_database_url)
-    database.upgrade()
+    open_stores(get_settings()).close()  # opening migrates to head
     console.print("database is at the latest migration")

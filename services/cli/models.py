@@ -1,4 +1,9 @@
-"""``mattefarm models``: list and download checkpoints."""
+"""``mattefarm models``: list and download checkpoints.
+
+Imports inside commands are for start-up time only: `mattefarm --help` and the job commands
+must not load OpenEXR, OpenCV, SQLAlchemy or torch. lint-imports checks them like any other
+import, so none of them can hide a circle.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from farm_config import get_settings
 from farm_config.model_registry import MODELS, SAM2_SIZES, default_download_set
 from services.cli.common import console, err
 from workers.models.checksums import ChecksumError, read_record
@@ -20,8 +26,6 @@ def models() -> None:
 
 
 def _models_dir(models_dir: Path | None) -> Path:
-    from farm_config import get_settings
-
     return (models_dir or get_settings().models_dir).expanduser()
 
 
@@ -61,7 +65,6 @@ def download(
     sam2_size: str | None, everything: bool, models_dir: Path | None, mirror: str | None, retries: int
 ) -> None:
     """Fetch checkpoints with resume and sha256 verification."""
-    from farm_config import get_settings
     from workers.models.download import DownloadError, download_file
 
     root = _models_dir(models_dir)

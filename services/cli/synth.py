@@ -1,4 +1,9 @@
-"""``mattefarm synth``: write synthetic shots with ground truth."""
+"""``mattefarm synth``: write synthetic shots with ground truth.
+
+Imports inside commands are for start-up time only: `mattefarm --help` and the job commands
+must not load OpenEXR, OpenCV, SQLAlchemy or torch. lint-imports checks them like any other
+import, so none of them can hide a circle.
+"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Any
 from farm_config.settings import ModelBackend, Sam2Size, Settings
 from schemas import PipelineOptions, Strategy
 from workers.bench.strategies import run_shot
+from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
 from workers.synthetic.shot import write_shot
 
@@ -28,7 +29,7 @@ def run_once(
     *,
     backend: ModelBackend,
     sam2_size: Sam2Size,
-    chunk: int,
+    window: int,
     refresh: int,
     feature_cache_mb: int,
     max_side: int,
@@ -50,9 +51,9 @@ def run_once(
     models = build_models(settings)
     options = PipelineOptions(
         strategy=strategy,
-        chunk_size=chunk,
-        refresh_every=min(refresh, chunk),
-        keyframe_step=chunk,
+        window_frames=window,
+        refresh_every=min(refresh, window),
+        keyframe_step=window,
         max_side=max_side,
         max_detections=3,
         min_detected_frames=0,
@@ -75,8 +76,6 @@ def run_once(
 
 
 def _frame_count(plate: str) -> int:
-    from workers.io.sequence import SequencePattern
-
     return len(SequencePattern.parse(plate).frames_on_disk())
 
 

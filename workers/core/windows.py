@@ -1,4 +1,4 @@
-"""Tracking windows: ``chunk`` frames long, one starting every ``refresh`` frames, forward then backward.
+"""Tracking windows: ``length`` frames long, one starting every ``refresh`` frames, forward then backward.
 
 Indices are positions in the shot's frame list (0-based), not plate frame numbers.
 """
@@ -22,15 +22,15 @@ class Window:
         return abs(self.stop - self.start) + 1
 
 
-def plan_windows(frames: int, chunk: int, refresh: int, *, backward: bool = True) -> list[Window]:
+def plan_windows(frames: int, length: int, refresh: int, *, backward: bool = True) -> list[Window]:
     """The forward windows, then (optionally) the backward ones; every frame is covered both ways."""
     if frames <= 0:
         return []
-    if chunk < 2 or refresh < 1:
-        raise ValueError("a window needs chunk ≥ 2 and refresh ≥ 1")
-    windows = [Window(s, min(s + chunk - 1, frames - 1), True) for s in range(0, frames, refresh)]
+    if length < 2 or refresh < 1:
+        raise ValueError("a window needs length ≥ 2 and refresh ≥ 1")
+    windows = [Window(s, min(s + length - 1, frames - 1), True) for s in range(0, frames, refresh)]
     if backward:
-        windows += [Window(s, max(s - chunk + 1, 0), False) for s in range(frames - 1, -1, -refresh)]
+        windows += [Window(s, max(s - length + 1, 0), False) for s in range(frames - 1, -1, -refresh)]
     return windows
 
 

@@ -91,7 +91,7 @@ class Shot:
 
 def window_keep(options: PipelineOptions) -> int:
     """Frames kept in memory: a forward and a backward window, whatever the shot length."""
-    return 2 * options.chunk_size + 8
+    return 2 * options.window_frames + 8
 
 
 def detection_positions(frames: int, options: PipelineOptions) -> list[int]:

@@ -1,7 +1,7 @@
 """The track stage: turn per-frame detections into layers that keep one identity for the shot.
 
 Three strategies share this stage so they can be compared on one shot:
-- ``farm``: SAM2 tracking in windows of ``chunk_size`` started every ``refresh_every`` frames,
+- ``farm``: SAM2 tracking in windows of ``window_frames`` started every ``refresh_every`` frames,
   a forward then a backward pass, identities decided by :class:`IdentityBook`;
 - ``keyframe-greedy``: Grounded-SAM-2's continuous-ID demo (keyframes only, first match at IoU
   > ``keyframe_iou``, tracks not re-detected are dropped, forward only);
@@ -55,7 +55,7 @@ def identity_options(options: PipelineOptions) -> IdentityOptions:
 
 def _track_farm(shot: Shot) -> list[LayerInfo]:
     n = len(shot.source)
-    windows = plan_windows(n, shot.options.chunk_size, shot.options.refresh_every)
+    windows = plan_windows(n, shot.options.window_frames, shot.options.refresh_every)
     book = IdentityBook(identity_options(shot.options))
     clock = StageClock(StageName.TRACK, shot.reporter, len(windows))
     forward = True

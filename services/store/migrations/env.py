@@ -5,12 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from farm_config import get_settings
 from services.store.tables import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` run by hand: MATTEFARM_DATABASE_URL or the embedded default
-    from farm_config import get_settings
-
     engine = create_engine(get_settings().resolved_database_url)
     with engine.begin() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
