@@ -124,3 +124,34 @@ def test_a_bad_webhook_url_is_refused(api: TestClient, shot: Path, farm_root: Pa
     response = api.post("/jobs", json=body, headers={"Authorization": f"Bearer {ALICE}"})
     assert response.status_code == 422
     assert response.json()["problems"][0]["field"] == "notify_url"
+
+
+def test_an_owed_webhook_survives_until_a_sender_drains_it_and_goes_out_once(
+    settings: Settings, shot: Path, farm_root: Path, receiver: Receiver
+) -> None:
+    """The cancel that closes the job owes its webhook in the same transaction; nothing is posted
+    until a sender drains the outbox, and two senders racing post it once."""
+    from schemas.task import ControlAction
+    from services.composition import open_stores
+    from services.farm.webhooks import WebhookSender
+
+    job_id = submit(settings, shot, farm_root, notify_url=receiver.url)
+    stores = open_stores(settings)
+    try:
+        _, closed = stores.tasks.control(job_id, ControlAction.CANCEL, "alice", reason="wrong plate")
+        assert closed and stores.outbox.pending() == 1
+        assert receiver.all() == []  # owed, not yet sent: a crash here loses nothing
+        senders = [WebhookSender(stores.outbox, stores.jobs, f"sender{i}") for i in range(2)]
+        threads = [threading.Thread(target=s.drain) for s in senders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        (post,) = receiver.all()
+        assert post["event"] == "job.canceled" and post["id"] == job_id
+        assert stores.outbox.pending() == 0
+        assert sum(s.drain() for s in senders) == 0  # settled: never sent again
+        notes = [e for e in stores.jobs.events(job_id) if e.kind == EventKind.NOTIFIED]
+        assert [e.message for e in notes] == ["webhook delivered: job.canceled"]
+    finally:
+        stores.close()
