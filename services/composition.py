@@ -21,7 +21,7 @@ from services.farm.worker_node import FarmWorker
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
 from services.store.outbox import WebhookOutbox
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 from workers.runtime.worker import WorkerRuntime
 

@@ -17,7 +17,7 @@ from services.scheduling.retry import RetryPolicy
 from services.store import Database, JobStore
 from services.store.repository import JobFilter, NewJob
 from services.store.tables import TaskRow, utcnow
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 
 TABLES = ("task_logs", "events", "job_blocklist", "tasks", "stages", "workers", "jobs")

@@ -18,7 +18,7 @@ from farm_config.settings import Settings
 from schemas.task import FailureClass
 from services.errors import QueueUnavailable
 from services.scheduling.dispatch import QueueNames, plan_dispatch
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)

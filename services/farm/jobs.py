@@ -35,7 +35,7 @@ from services.errors import InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from schemas import FarmOverview, QueueInfo, WorkerInfo, WorkerState
 from services.errors import JobNotFound
 from services.store.tables import utcnow
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from services.farm.broker import CeleryBroker
 from services.farm.dispatcher import Dispatcher
 from services.farm.webhooks import WebhookSender
 from services.store import FarmStores, JobStore
-from services.store.tasks import Closed, TaskStore
+from services.store.task_store import Closed, TaskStore
 from workers.models.interfaces import ModelSet
 from workers.runtime.heartbeat import WorkerPulse
 from workers.runtime.worker import WorkerRuntime

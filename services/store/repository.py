@@ -36,7 +36,7 @@ from schemas.task import TaskState
 from services.scheduling.plan import plan_tasks
 from services.store.db import Database
 from services.store.tables import EventRow, JobRow, StageRow, TaskRow, utcnow
-from services.store.tasks import new_tasks
+from services.store.task_store import new_tasks
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from services.store.db import Database
 from services.store.outbox import WebhookOutbox
 from services.store.repository import JobStore
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 
 

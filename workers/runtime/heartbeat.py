@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from schemas import StageName, WorkerState
 from schemas.task import TaskStatus
-from services.store.tasks import TaskStore
+from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 from workers.runtime import gpu
 from workers.runtime.task_log import TaskLogHandler

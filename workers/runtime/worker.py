@@ -16,7 +16,7 @@ from farm_config.settings import Settings
 from schemas import WorkerInfo, WorkerState
 from schemas.task import TaskStatus
 from services.store import FarmStores
-from services.store.tasks import Closed
+from services.store.task_store import Closed
 from workers.io.exr import set_exr_threads
 from workers.io.plate import resolve_plate
 from workers.models.interfaces import ModelSet
