@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from farm_config.version import VERSION
-from services.cli import control, evaluation, farm, jobs, models, synth
+from services.cli import control, evaluation, farm, jobs, models, refine_bench, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +40,7 @@ for command in (
     evaluation.bench,
     evaluation.bench_io,
     evaluation.bench_api,
+    refine_bench.bench_refine,
 ):
     cli.add_command(command)
 

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import PipelineOptions, StageName, Strategy
-from workers.io.plate import PlateDecoder, plate_colourspace, resolve_plate
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
 from workers.pipeline.driver import analyse_shot
 from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
 from workers.synthetic.evaluate import Score, evaluate
-from workers.synthetic.shot import write_shot
+from workers.synthetic.shot import synthetic_decoder, write_shot
 
 
 class QuietReporter:
@@ -47,18 +46,8 @@ def run_shot(
     plate_pattern: str, classes: list[str], options: PipelineOptions, models: ModelSet, out_dir: Path
 ) -> dict[str, int]:
     """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters."""
-    plate = resolve_plate(plate_pattern, None)
+    plate, decoder = synthetic_decoder(plate_pattern, options.max_side)
     scratch = out_dir / ".work"
-    # The synthetic backend reads truth, not pixels, so the plain curve is as good as OCIO here.
-    decoder = PlateDecoder.open(
-        plate,
-        options.max_side,
-        plate_colourspace(plate, None, "linear"),
-        ocio_config="",
-        display="",
-        view="",
-        use_ocio=False,
-    )
     result = analyse_shot(decoder, classes, options, models, QuietReporter(), scratch)
     output = SequencePattern.parse(str(out_dir / f"{out_dir.name}.####.exr"))
     export_stage(

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farm_config.model_registry import MODELS, sam2_spec
 from farm_config.settings import Settings
 from workers.models.checksums import verify_recorded
 from workers.models.interfaces import ModelSet
+
+if TYPE_CHECKING:  # the synthetic models load only when asked for (they read truth with OpenEXR)
+    from workers.models.synthetic import SyntheticNoise
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,17 @@ def build_shadow(real: ModelSet, truth: ModelSet) -> ModelSet:
     )
 
 
-def build_synthetic(delay_s: float = 0.0) -> ModelSet:
-    from workers.models.synthetic import SyntheticDetector, SyntheticNoise, SyntheticSegmenter, SyntheticTracker
+def build_synthetic(delay_s: float = 0.0, noise: SyntheticNoise | None = None) -> ModelSet:
+    from workers.models.synthetic import (
+        SyntheticDetector,
+        SyntheticNoise,
+        SyntheticRefiner,
+        SyntheticSegmenter,
+        SyntheticTracker,
+    )
     from workers.synthetic.truth import TruthReader
 
-    truth, noise = TruthReader(), SyntheticNoise()
+    truth, noise = TruthReader(), noise or SyntheticNoise()
     return ModelSet(
         detector=SyntheticDetector(truth, noise, delay_s),
         segmenter=SyntheticSegmenter(truth, noise, delay_s),
@@ -62,6 +72,7 @@ def build_synthetic(delay_s: float = 0.0) -> ModelSet:
         backend="synthetic",
         weights="ground-truth",
         device="cpu",
+        refiner=SyntheticRefiner(truth, noise),
     )
 
 
@@ -78,7 +89,7 @@ def _checkpoint(settings: Settings, key: str) -> Path:
 
 def _build_sam2_gdino(settings: Settings) -> ModelSet:
     from workers.models.gdino import GroundingDinoDetector, build_gdino_model
-    from workers.models.sam2_adapter import FeatureCache, Sam2Segmenter, Sam2Tracker, build_sam2_model
+    from workers.models.sam2_adapter import FeatureCache, Sam2Refiner, Sam2Segmenter, Sam2Tracker, build_sam2_model
     from workers.models.text_encoder import random_text_encoder
 
     device = resolve_device(settings.device)
@@ -111,6 +122,7 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
         ),
         segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
         tracker=Sam2Tracker(sam2_model, features, sam2.key, settings.offload_state_to_cpu),
+        refiner=Sam2Refiner(sam2_model, features, sam2.key),
         backend="sam2-gdino",
         weights=settings.weights,
         device=device,

@@ -65,6 +65,26 @@ class Tracker(Protocol):
         ...
 
 
+class Refiner(Protocol):
+    """Answers an artist's prompt on one frame from the frame's cached image features (no encoder
+    pass per click): all clicks of one layer on the frame at once, as one prompt."""
+
+    name: str
+    counters: Counter[str]
+
+    def refine(
+        self,
+        frame: ModelFrame,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: tuple[float, float, float, float] | None,
+        mask_prompt: np.ndarray | None,
+    ) -> np.ndarray:
+        """``points`` (N, 2) x, y in working pixels; ``labels`` (N,) 1 positive, 0 negative;
+        ``mask_prompt`` the layer's mask before the clicks (bool, h × w). Logits (h, w), > 0 inside."""
+        ...
+
+
 @dataclass
 class ModelSet:
     """The models one worker process loaded, with what a job must record about them."""
@@ -76,10 +96,11 @@ class ModelSet:
     weights: str
     device: str
     checkpoints: dict[str, str] = field(default_factory=dict)
+    refiner: Refiner | None = None  # interactive clicks (artist refinement)
 
     def counters(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for model in (self.detector, self.segmenter, self.tracker):
+        for model in (self.detector, self.segmenter, self.tracker, self.refiner):
             if model is not None:
                 total.update(model.counters)
         return total

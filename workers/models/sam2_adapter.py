@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -185,6 +186,51 @@ class Sam2Segmenter:
             logits, _, _ = self.predictor.predict(box=box_array, multimask_output=False, return_logits=True)
         self.counters["mask_decoder_calls"] += len(boxes)
         return np.asarray(logits, dtype=np.float32).reshape(len(boxes), -1, h, w)[:, 0]
+
+
+class Sam2Refiner:
+    """An artist's clicks on one frame, answered from the frame's cached features: the image
+    encoder runs only the first time a frame is touched (the cache counts it), never per click.
+    Its own image predictor, so box segmentation in between never leaves it the wrong frame."""
+
+    def __init__(self, model: SAM2VideoPredictor, cache: FeatureCache, name: str) -> None:
+        self.frames = Sam2Segmenter(model, cache, name)
+        self.model, self.cache, self.name = model, cache, name
+        self.counters: Counter[str] = Counter()
+        self._frame: FrameKey | None = None
+
+    def refine(
+        self,
+        frame: ModelFrame,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: tuple[float, float, float, float] | None,
+        mask_prompt: np.ndarray | None,
+    ) -> np.ndarray:
+        h, w = frame.image.shape[:2]
+        with torch.inference_mode(), autocast_for(self.cache.device):
+            key = (frame.plate_path, frame.frame)
+            if self._frame != key:
+                self.frames._set_features(frame)
+                self._frame = key
+            logits, _, _ = self.frames.predictor.predict(
+                point_coords=points if len(points) else None,
+                point_labels=labels if len(points) else None,
+                box=np.array(box, np.float32) if box is not None else None,
+                mask_input=self._low_res(mask_prompt) if mask_prompt is not None and mask_prompt.any() else None,
+                multimask_output=False,
+                return_logits=True,
+            )
+        self.counters["refine_calls"] += 1
+        return np.asarray(logits, dtype=np.float32).reshape(-1, h, w)[0]
+
+    def _low_res(self, mask: np.ndarray) -> np.ndarray:
+        """The mask as SAM2's low-resolution mask prompt: logits at a quarter of the input size,
+        over the whole (squashed) frame, as the model's own previous output would be."""
+        side = self.model.image_size // 4
+        coverage = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+        coverage = np.clip(coverage, 1e-4, 1 - 1e-4)
+        return np.log(coverage / (1 - coverage))[None].astype(np.float32)
 
 
 class Sam2Tracker:

@@ -185,3 +185,111 @@ def _best_truth_match(ids: np.ndarray, prompt: np.ndarray, min_iou: float = 0.3)
         if iou >= best_iou:
             best, best_iou = tid, iou
     return best
+
+
+class SyntheticRefiner:
+    """Answers clicks, boxes and mask prompts from the truth, with the ambiguity a real
+    click-segmenter has, so click counts mean something: a first positive click on an object the
+    mask prompt barely covers gives only the part of the object around the click, or the object
+    with a touching neighbour; a second positive click, or a negative click on the neighbour,
+    resolves it. A click on background grows a small blob; a negative click on a false region
+    removes that region. Seeded by (seed, frame, click), so a prompt's answer is repeatable."""
+
+    name = "synthetic-refiner"
+    PART = 0.3  # chance the first click gives part of the object …
+    NEIGHBOUR = 0.2  # … or the object plus a touching neighbour
+
+    def __init__(self, truth: TruthReader, noise: SyntheticNoise) -> None:
+        self.truth, self.noise, self.counters = truth, noise, Counter[str]()
+
+    def refine(
+        self,
+        frame: ModelFrame,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: tuple[float, float, float, float] | None,
+        mask_prompt: np.ndarray | None,
+    ) -> np.ndarray:
+        self.counters["mask_decoder_calls"] += 1
+        ids = self.truth.ids(frame.plate_path, frame.size)
+        h, w = ids.shape
+        mask = mask_prompt.astype(bool).copy() if mask_prompt is not None else np.zeros((h, w), bool)
+        target = self._target(ids, points, labels, box)
+        if box is not None and not len(points) and target:
+            x0, y0, x1, y1 = (round(v) for v in box)
+            clip = np.zeros((h, w), bool)
+            clip[max(0, y0) : y1, max(0, x0) : x1] = True
+            mask |= (ids == target) & clip
+        first_positive = True
+        for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
+            px, py = min(w - 1, max(0, round(x))), min(h - 1, max(0, round(y)))
+            under = int(ids[py, px])
+            rng = _rng(self.noise, 4, frame.frame, px, py, len(points))
+            if label:
+                mask |= self._positive(ids, mask_prompt, under, (px, py), rng, first=first_positive)
+                first_positive = False
+            else:
+                mask &= ~self._negative(ids, mask, target, under, (px, py))
+        rng = _rng(self.noise, 5, frame.frame, len(points))
+        return mask_to_logits(perturb_boundary(mask, rng, min(1, self.noise.seg_noise_px)))
+
+    @staticmethod
+    def _target(
+        ids: np.ndarray, points: np.ndarray, labels: np.ndarray, box: tuple[float, float, float, float] | None
+    ) -> int:
+        h, w = ids.shape
+        for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
+            if label:
+                return int(ids[min(h - 1, max(0, round(y))), min(w - 1, max(0, round(x)))])
+        if box is not None:
+            x0, y0, x1, y1 = (round(v) for v in box)
+            inside = ids[max(0, y0) : y1, max(0, x0) : x1]
+            values, counts = np.unique(inside[inside > 0], return_counts=True)
+            if len(values):
+                return int(values[counts.argmax()])
+        return 0
+
+    def _positive(
+        self,
+        ids: np.ndarray,
+        mask_prompt: np.ndarray | None,
+        under: int,
+        at: tuple[int, int],
+        rng: np.random.Generator,
+        *,
+        first: bool,
+    ) -> np.ndarray:
+        h, w = ids.shape
+        if under == 0:  # background: a real model grows a small blob around the click
+            blob = np.zeros((h, w), np.uint8)
+            cv2.circle(blob, at, max(2, round(0.02 * min(h, w))), 1, -1)
+            return blob.astype(bool)
+        region = ids == under
+        covered = mask_prompt is not None and (mask_prompt & region).sum() >= 0.2 * region.sum()
+        draw = rng.random()
+        if first and not covered and draw < self.PART:
+            part = np.zeros((h, w), np.uint8)
+            cv2.circle(part, at, max(2, round(0.5 * np.sqrt(region.sum()))), 1, -1)
+            return region & part.astype(bool)
+        if first and not covered and draw < self.PART + self.NEIGHBOUR:
+            ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~region
+            touching, counts = np.unique(ids[ring & (ids > 0)], return_counts=True)
+            if len(touching):
+                return region | (ids == int(touching[counts.argmax()]))
+        return region
+
+    @staticmethod
+    def _negative(ids: np.ndarray, mask: np.ndarray, target: int, under: int, at: tuple[int, int]) -> np.ndarray:
+        h, w = ids.shape
+        if under and under != target:
+            return ids == under  # "not that object"
+        if under == target and target:
+            part = np.zeros((h, w), np.uint8)
+            cv2.circle(part, at, max(2, round(0.3 * np.sqrt((ids == target).sum()))), 1, -1)
+            return part.astype(bool)
+        if not mask[at[1], at[0]]:
+            return np.zeros((h, w), bool)
+        # a false region on background: the connected blob of the mask under the click
+        _, components = cv2.connectedComponents((mask & (ids == 0)).astype(np.uint8))
+        label = components[at[1], at[0]]
+        return components == label if label else np.zeros((h, w), bool)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class Score:
     objects: int
     layers: int
     frames: int
+    object_j: dict[int, float] = field(default_factory=dict)  # object id → its J
 
 
 def _numbered(folder: Path) -> dict[int, Path]:
@@ -68,12 +69,22 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
     if missing:
         raise FileNotFoundError(f"truth lacks frames {missing[:5]}… in {truth_dir}")
     objects = [int(o["id"]) for o in json.loads((truth_dir / "objects.json").read_text())["objects"]]
+    return score_frames(lambda: _frames(output, truth), objects)
 
+
+Frames = Callable[[], Iterable[tuple[int, dict[str, np.ndarray], np.ndarray]]]
+
+
+def score_frames(frames: Frames, objects: list[int]) -> Score:
+    """The score of layers against truth; ``frames()`` yields (frame, layer name → bool matte, truth
+    ids) in shot order, and is called once per pass (from EXRs on disk, or masks in memory)."""
     # Pass 1: spatio-temporal overlap of every layer with every object.
     inter: dict[tuple[str, int], int] = {}
     layer_area: dict[str, int] = {}
     object_area: dict[int, int] = dict.fromkeys(objects, 0)
-    for _, mattes, ids in _frames(output, truth):
+    count = 0
+    for _, mattes, ids in frames():
+        count += 1
         for name, matte in mattes.items():
             layer_area[name] = layer_area.get(name, 0) + int(matte.sum())
             for obj in objects:
@@ -97,7 +108,7 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
     last_best: dict[int, str | None] = dict.fromkeys(objects)
     invisible_for: dict[int, int] = dict.fromkeys(objects, 0)
     switches = 0
-    for index, (_, mattes, ids) in enumerate(_frames(output, truth)):
+    for index, (_, mattes, ids) in enumerate(frames()):
         shape = ids.shape
         for obj in objects:
             visible = ids == obj
@@ -134,7 +145,8 @@ def evaluate(output_dir: Path, truth_dir: Path) -> Score:
         late_recall=(float(np.mean([np.mean([v >= COVER_IOU for v in ious[obj]]) for obj in late])) if late else None),
         objects=len(seen),
         layers=len(layer_area),
-        frames=len(output),
+        frames=count,
+        object_j={obj: float(np.mean(ious[obj])) for obj in seen},
     )
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from workers.io.exr import write_exr_atomic
+from workers.io.plate import PlateDecoder, PlateInfo, plate_colourspace, resolve_plate
 
 LABELS = ("ball", "box", "car")
 FIRST_FRAME = 1001
@@ -155,3 +156,11 @@ def write_shot(
 def _rgb(values: np.ndarray) -> tuple[float, float, float]:
     red, green, blue = (float(v) for v in values)
     return red, green, blue
+
+
+def synthetic_decoder(plate_pattern: str | Path, max_side: int = 1024) -> tuple[PlateInfo, PlateDecoder]:
+    """A synthetic shot's plate and a decoder for it. The synthetic backend reads truth, not
+    pixels, so the plain linear→sRGB curve serves as well as OCIO here (and builds nothing)."""
+    plate = resolve_plate(str(plate_pattern), None)
+    colourspace = plate_colourspace(plate, None, "linear")
+    return plate, PlateDecoder.open(plate, max_side, colourspace, ocio_config="", display="", view="", use_ocio=False)

@@ -1,0 +1,137 @@
+"""``mattefarm bench-refine``: a simulated artist finishing synthetic shots (clicks per object with
+and without propagation), and how long a click and a propagated frame take.
+
+Imports inside the command are for start-up time only (see ``services/cli/evaluation.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from farm_config.settings import Sam2Size
+from services.cli.common import console
+
+
+@click.command("bench-refine")
+@click.option("--shots", type=click.IntRange(1, 100), default=8, show_default=True)
+@click.option("--frames", type=click.IntRange(10, 500), default=40, show_default=True)
+@click.option("--objects", type=click.IntRange(2, 12), default=4, show_default=True)
+@click.option("--budget", type=click.IntRange(1, 1000), default=40, show_default=True, help="Actions per shot.")
+@click.option("--first-seed", type=click.IntRange(0), default=300, show_default=True, help="Shot seeds from here.")
+@click.option("--latency", is_flag=True, help="Also time clicks and propagation (synthetic and SAM 2.1 tiny).")
+@click.option("--latency-only", is_flag=True, help="Only the latency measurement.")
+@click.option("--sam2-size", type=click.Choice(["tiny", "small", "base_plus", "large"]), default="tiny")
+@click.option("--clicks", type=click.IntRange(20, 10000), default=120, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="For the SAM 2.1 latency: cpu, cuda, auto.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Keep the shots here.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_refine(
+    shots: int,
+    frames: int,
+    objects: int,
+    budget: int,
+    first_seed: int,
+    latency: bool,
+    latency_only: bool,
+    sam2_size: Sam2Size,
+    clicks: int,
+    device: str,
+    workdir: Path | None,
+    as_json: bool,
+) -> None:
+    """A robot artist (the DAVIS interactive protocol) on synthetic shots after the automatic pass."""
+    from workers.bench.refine_artist import ARTIST_NOISE, run_benchmark
+    from workers.bench.refine_latency import sam2_latency, synthetic_latency
+
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mattefarm-bench-refine-") as tmp:
+        root = workdir or Path(tmp)
+        if not latency_only:
+            with console.status("the artist is at work…") as status:
+                bench = run_benchmark(
+                    root,
+                    shots=shots,
+                    frames=frames,
+                    objects=objects,
+                    budget=budget,
+                    first_seed=first_seed,
+                    progress=lambda what: status.update(f"done: {what}"),
+                )
+            report["noise"] = asdict(ARTIST_NOISE)
+            report["rounds"] = bench.table()
+            report["clicks"] = bench.clicks()
+        if latency or latency_only:
+            with console.status("timing clicks…"):
+                report["latency"] = [asdict(synthetic_latency(root / "lat-synthetic", clicks=clicks))]
+                report["latency"].append(
+                    asdict(sam2_latency(root / "lat-sam2", sam2_size=sam2_size, clicks=clicks, device=device))
+                )
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    _print(report, shots, frames, budget, first_seed)
+
+
+def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_seed: int) -> None:
+    if "rounds" in report:
+        table = Table(
+            "mode", "after round", "mean J", "worst shot J", "ID switches", "fragments", "false layers",
+            title=f"{shots} synthetic shots (seeds {first_seed}…) × {frames} frames, {budget} actions each",
+        )  # fmt: skip
+        for row in report["rounds"]:
+            table.add_row(
+                row["mode"],
+                str(row["round"]),
+                f"{row['mean_j']:.3f}",
+                f"{row['worst_j']:.3f}",
+                str(row["id_switches"]),
+                str(row["fragments"]),
+                str(row["false_layers"]),
+            )
+        console.print(table)
+        clicks = report["clicks"]
+        table = Table(
+            "mode", "reached J≥0.95", "clicks/object to 0.95", "clicks/object, same J", "interactions",
+            "strokes", "layer ops", "edits touching another layer", "click ms p50", "propagate s/frame",
+            title=f"{clicks['objects_needing_fixes']} objects needed fixing; "
+            f"same-J click ratio (propagate / frame-only) {clicks['same_j_ratio']:.2f}",
+        )  # fmt: skip
+        for mode in ("propagate", "frame-only"):
+            c = clicks[mode]
+            table.add_row(
+                mode,
+                f"{c['reached_095']}/{clicks['objects_needing_fixes']}",
+                f"{c['clicks_per_object_to_095']:.1f}",
+                f"{c['clicks_per_object_same_j']:.2f}",
+                str(c["total_interactions"]),
+                str(c["of_which_brush_strokes"]),
+                str(c["layer_operations"]),
+                str(c["edits_that_changed_another_layer"]),
+                f"{c['click_ms_p50']:.1f}" if c["click_ms_p50"] is not None else "-",
+                f"{c['propagate_s_per_frame']:.4f}" if c["propagate_s_per_frame"] is not None else "-",
+            )
+        console.print(table)
+    if "latency" in report:
+        table = Table(
+            "backend", "clicks", "p50 ms", "p95 ms", "max ms", "first touch ms", "encoder passes/click",
+            "propagate s/frame", title="click → updated mask",
+        )  # fmt: skip
+        for row in report["latency"]:
+            table.add_row(
+                row["backend"],
+                str(row["clicks"]),
+                f"{row['p50_ms']:.1f}",
+                f"{row['p95_ms']:.1f}",
+                f"{row['max_ms']:.1f}",
+                f"{row['first_touch_ms']:.0f}",
+                f"{row['encoder_passes_per_click']:.2f}",
+                f"{row['propagate_s_per_frame']:.3f}",
+            )
+        console.print(table)
