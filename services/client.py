@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from schemas import Event, FarmOverview, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse, WorkerInfo
+from schemas.refine import DeliverResult, Edit, EditResult, RefineState
 from schemas.task import BulkControlResult, ControlResult, TaskLog, TaskStatus
 
 
@@ -149,6 +150,16 @@ class FarmClient:
 
     def drain(self, worker: str) -> WorkerInfo:
         return WorkerInfo.model_validate(self._call("POST", f"/workers/{worker}/drain"))
+
+    def refine_state(self, job_id: str) -> RefineState:
+        return RefineState.model_validate(self._call("GET", f"/jobs/{job_id}/refine/state"))
+
+    def refine_edit(self, job_id: str, edit: Edit) -> EditResult:
+        payload = edit.model_dump(mode="json")
+        return EditResult.model_validate(self._call("POST", f"/jobs/{job_id}/refine/edits", json=payload))
+
+    def refine_deliver(self, job_id: str) -> DeliverResult:
+        return DeliverResult.model_validate(self._call("POST", f"/jobs/{job_id}/refine/deliver"))
 
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 1.0) -> JobStatus:
         """Poll until the job is final; raises TimeoutError past ``timeout`` seconds."""

@@ -16,13 +16,16 @@ from services.farm.broker import CeleryBroker
 from services.farm.dispatcher import Broker, Dispatcher
 from services.farm.jobs import JobService
 from services.farm.overview import FarmService
+from services.farm.refine import RefineService
 from services.farm.webhooks import WebhookSender
 from services.farm.worker_node import FarmWorker
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
 from services.store.outbox import WebhookOutbox
+from services.store.refine_edits import RefineEdits
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
+from workers.runtime.model_cache import ModelCache
 from workers.runtime.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
         ),
         workers=WorkerRegistry(db, settings.heartbeat_timeout_s),
         outbox=WebhookOutbox(db),
+        refine_edits=RefineEdits(db),
     )
 
 
@@ -85,6 +89,7 @@ class ApiFarm:
     broker: Broker
     jobs: JobService
     farm: FarmService
+    refine: RefineService
     loops: FarmLoops
     run_loops: bool
     owned_broker: CeleryBroker | None = None
@@ -118,11 +123,13 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         if job_closed:
             webhooks.wake()
 
+    jobs = JobService(settings, stores.jobs, stores.tasks, kick)
     return ApiFarm(
         stores=stores,
         broker=sender,
-        jobs=JobService(settings, stores.jobs, stores.tasks, kick),
+        jobs=jobs,
         farm=FarmService(stores.tasks, stores.workers, sender.depth),
+        refine=build_refine_service(settings, stores, jobs),
         loops=FarmLoops(dispatcher, webhooks, settings.dispatch_every_s),
         run_loops=settings.dispatcher,
         owned_broker=owned,
@@ -139,6 +146,11 @@ def build_dispatcher_loops(settings: Settings) -> tuple[FarmLoops, FarmStores, C
         settings.dispatch_every_s,
     )
     return loops, stores, broker
+
+
+def build_refine_service(settings: Settings, stores: FarmStores, jobs: JobService) -> RefineService:
+    """Refinement answers clicks in this process from its own warm models (docs/refinement.md)."""
+    return RefineService(settings, stores, jobs, ModelCache())
 
 
 def build_job_service(settings: Settings, stores: FarmStores) -> JobService:

@@ -41,3 +41,7 @@ class JobNotFound(FarmServiceError):
 
 class QueueUnavailable(FarmServiceError):
     status, code = 503, "queue_unavailable"
+
+
+class JobNotReady(FarmServiceError):
+    status, code = 409, "job_not_ready"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse
 from farm_config.settings import Settings, get_settings
 from farm_config.version import VERSION
 from schemas import ErrorBody, FieldProblem
-from services.api.routes import control, dashboard, farm, health, jobs, metrics
+from services.api.routes import control, dashboard, farm, health, jobs, metrics, refine
 from services.composition import build_api_farm
 from services.errors import FarmServiceError
 from services.farm.dispatcher import Broker
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
         farm = build_api_farm(settings, queue)
         app.state.settings, app.state.db = settings, farm.stores.db
         app.state.jobs, app.state.farm, app.state.broker = farm.jobs, farm.farm, farm.broker
+        app.state.refine = farm.refine
         farm.start()
         try:
             yield
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
     )
     app.include_router(health.router)
     app.include_router(control.router)  # before jobs: /jobs/bulk/… must not read as a job id
+    app.include_router(refine.router)
     app.include_router(jobs.router)
     app.include_router(jobs.tasks_router)
     app.include_router(farm.router)
@@ -58,13 +61,20 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            FieldProblem(
-                field=".".join(str(p) for p in err["loc"] if p != "body") or "body",
-                message=str(err["msg"]).removeprefix("Value error, "),
-            )
+            FieldProblem(field=_field_of(err), message=str(err["msg"]).removeprefix("Value error, "))
             for err in exc.errors()
         ]
         message = "; ".join(f"{p.field}: {p.message}" for p in problems)
         return JSONResponse(ErrorBody(error="invalid_spec", message=message, problems=problems).model_dump(), 422)
 
     return app
+
+
+def _field_of(error: Mapping[str, Any]) -> str:
+    """The request field a validation error is about; for a union told apart by a tag (an edit's
+    ``kind``), the tag's own name."""
+    path = [str(p) for p in error["loc"] if p != "body"]
+    tag = (error.get("ctx") or {}).get("discriminator")
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found") and tag:
+        path.append(str(tag).strip("'\""))
+    return ".".join(path) or "body"

@@ -128,9 +128,11 @@ def print_status(job: JobStatus) -> None:
         console.print(f"[red]error: {job.error}[/]")
 
 
+PROGRESS_COLUMNS = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
 def follow_job(farm: FarmClient, job_id: str, poll: float = 0.5) -> JobStatus:
-    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*PROGRESS_COLUMNS, console=console, transient=False) as progress:
         bars: dict[str, Any] = {}
         while True:
             job = farm.job(job_id)

@@ -41,6 +41,7 @@ for command in (
     evaluation.bench_io,
     evaluation.bench_api,
     refine_bench.bench_refine,
+    refine_bench.refine,
 ):
     cli.add_command(command)
 

@@ -1,7 +1,9 @@
-"""``mattefarm bench-refine``: a simulated artist finishing synthetic shots (clicks per object with
-and without propagation), and how long a click and a propagated frame take.
+"""``mattefarm refine``: replay an edit list onto a finished job (one API call per edit), then
+deliver the next version; ``mattefarm bench-refine``: a simulated artist finishing synthetic
+shots (clicks per object with and without propagation), and how long a click and a propagated
+frame take.
 
-Imports inside the command are for start-up time only (see ``services/cli/evaluation.py``).
+Imports inside the commands are for start-up time only (see ``services/cli/evaluation.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
+from rich.progress import Progress
 from rich.table import Table
 
 from farm_config.settings import Sam2Size
-from services.cli.common import console
+from schemas.refine import EditList
+from services.cli.common import PROGRESS_COLUMNS, client, console, err, farm_errors
+from services.client import FarmAPIError
 
 
 @click.command("bench-refine")
@@ -135,3 +141,43 @@ def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_s
                 f"{row['propagate_s_per_frame']:.3f}",
             )
         console.print(table)
+
+
+@click.command("refine")
+@click.argument("job_id")
+@click.option(
+    "--edits",
+    "edits_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help='A JSON edit list: {"edits": [{"kind": "click", "layer": "car_01", "frame": 1001, "x": 10, "y": 20}, …]}.',
+)
+@click.option("--deliver", is_flag=True, help="Write the next version once the edits are in.")
+@farm_errors
+def refine(job_id: str, edits_file: Path, deliver: bool) -> None:
+    """Replay a stored edit list onto a finished job (each edit one API call), then deliver."""
+    try:
+        edits = EditList.model_validate_json(edits_file.read_text())
+    except ValidationError as exc:
+        for problem in exc.errors()[:10]:
+            where = ".".join(str(p) for p in problem["loc"])
+            err.print(f"[red]error:[/] {edits_file}: {where}: {problem['msg']}")
+        raise SystemExit(1) from None
+    with client() as farm, Progress(*PROGRESS_COLUMNS, console=console) as progress:
+        bar = progress.add_task("edits", total=len(edits.edits))
+        for n, edit in enumerate(edits.edits, start=1):
+            try:
+                result = farm.refine_edit(job_id, edit)
+            except FarmAPIError as exc:
+                exc.message = f"edit {n} ({edit.kind}): {exc.message}"
+                raise
+            progress.update(bar, completed=n, description=f"{edit.kind} → {result.layer or '-'}")
+        if deliver:
+            progress.add_task("deliver", total=None)
+            out = farm.refine_deliver(job_id)
+    console.print(f"{len(edits.edits)} edit(s) applied to {job_id}")
+    if deliver:
+        console.print(
+            f"delivered v{out.version:03d} (from v{out.parent_version:03d}): {out.output_pattern}; "
+            f"layers made anew: {', '.join(out.layers_rewritten) or 'none'}; {out.seconds:.1f}s"
+        )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.store.db import Database
 from services.store.outbox import WebhookOutbox
+from services.store.refine_edits import RefineEdits
 from services.store.repository import JobStore
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -19,6 +20,7 @@ class FarmStores:
     tasks: TaskStore
     workers: WorkerRegistry
     outbox: WebhookOutbox
+    refine_edits: RefineEdits
 
     def close(self) -> None:
         self.db.dispose()

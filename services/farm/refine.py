@@ -1,0 +1,286 @@
+"""Artist refinement of a finished job: the refine page's state and pictures, edits (with undo
+and redo), and delivery of the next version.
+
+Clicks are answered in this process from a warm model (the embedded farm's choice, documented in
+docs/refinement.md): a session per job holds its layers at working resolution, the frames the
+artist touched and the models; the encoder runs once per frame touched, never per click. Edits
+are stored first-to-last and a session is their replay over the parent version's mattes, so
+edits survive a reload, another browser and an API restart, and undo is replaying one fewer.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from farm_config.settings import Settings, TokenGrant
+from schemas import EventKind, JobState, JobStatus
+from schemas.refine import DeliverResult, Doubt, Edit, EditResult, RefineLayer, RefineState, StoredEdit
+from services.errors import InvalidSpec, JobNotFound, JobNotReady, NotAllowed
+from services.farm.jobs import JobService
+from services.store import FarmStores
+from workers.core.refine import RefineError, doubts
+from workers.io.atomic import write_json_atomic
+from workers.io.plate import PlateDecoder, resolve_plate
+from workers.io.review import layer_colour
+from workers.io.sequence import SequencePattern
+from workers.models.interfaces import ModelFrame
+from workers.pipeline.refine import RefineEngine, apply_edit
+from workers.pipeline.refine_delivery import deliver_version, load_book
+from workers.runtime.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameReader:
+    """The job's frames as the models see them (working resolution, the farm's OCIO view),
+    decoded on first touch and kept: an artist goes back and forth over the same frames."""
+
+    job: JobStatus
+    decoder: PlateDecoder
+    images: dict[int, ModelFrame] = field(default_factory=dict)
+
+    def at(self, pos: int) -> ModelFrame:
+        frame = self.job.frames[pos]
+        if frame not in self.images:
+            image = self.decoder.model_frame(frame)
+            self.images[frame] = ModelFrame(frame, image, self.decoder.plate.path_for(frame))
+        return self.images[frame]
+
+
+@dataclass
+class RefineSession:
+    job: JobStatus
+    frames: FrameReader
+    engine: RefineEngine
+    positions: dict[int, int]  # plate frame → position
+    applied: int = 0  # stored edits replayed into this session
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RefineService:
+    def __init__(self, settings: Settings, stores: FarmStores, jobs: JobService, models: ModelCache) -> None:
+        self.settings, self.stores, self.jobs, self.models = settings, stores, jobs, models
+        self._sessions: dict[str, RefineSession] = {}
+        self._lock = threading.Lock()
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobStatus:
+        job = self.stores.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}; list jobs with GET /jobs")
+        if job.state != JobState.SUCCEEDED:
+            raise JobNotReady(f"job {job_id} is {job.state}: refine it once it has succeeded")
+        return job
+
+    def _may_edit(self, job: JobStatus, grant: TokenGrant) -> None:
+        if job.user != grant.user and not grant.is_admin:
+            raise NotAllowed(f"job {job.id} belongs to {job.user}; others may look but not edit")
+
+    def session(self, job_id: str) -> RefineSession:
+        job = self._job(job_id)
+        with self._lock:
+            session = self._sessions.get(job_id)
+            if session is None:
+                session = self._open(job)
+                self._sessions[job_id] = session
+        with session.lock:
+            stored = self.stores.refine_edits.active(job_id)
+            if session.applied > len(stored):  # an undo elsewhere: replay from the delivered layers
+                session = self._open(job)
+                with self._lock:
+                    self._sessions[job_id] = session
+            for edit in stored[session.applied :]:
+                apply_edit(session.engine, edit, session.positions)
+                session.applied += 1
+        return session
+
+    def _open(self, job: JobStatus) -> RefineSession:
+        plate = resolve_plate(job.spec.plate, job.frames, part=job.spec.plate_part)
+        decoder = PlateDecoder.configured(plate, job.spec.options.max_side, job.spec.colourspace, self.settings)
+        models = self.models.get(self.settings)
+        if models.refiner is None or models.tracker is None:
+            raise JobNotReady(f"the {models.backend} backend can't answer clicks")
+        output = SequencePattern.parse(job.output_pattern)
+        book = load_book(output.path_for, job.frames, {ly.name: ly.label for ly in job.layers}, decoder.size)
+        positions = {frame: pos for pos, frame in enumerate(job.frames)}
+        frames = FrameReader(job, decoder)
+        return RefineSession(job, frames, RefineEngine(book, frames.at, models.refiner, models.tracker), positions)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def state(self, job_id: str, grant: TokenGrant) -> RefineState:
+        session = self.session(job_id)
+        return self._state(session, grant)
+
+    def _state(self, session: RefineSession, grant: TokenGrant) -> RefineState:
+        job, book = session.job, session.engine.book
+        frames = job.frames
+        stored = self.stores.refine_edits.all(job.id)
+        return RefineState(
+            job_id=job.id,
+            version=job.version,
+            frames=frames,
+            size=(book.shape[1], book.shape[0]),
+            layers=[
+                RefineLayer(
+                    name=name,
+                    label=layer.label,
+                    colour=layer_colour(name),
+                    frames=[frames[p] for p in layer.present()],
+                    keyframes=sorted(frames[p] for p in layer.keyframes),
+                    edited=bool(book.changed.get(name)) or not layer.sources or name not in layer.sources,
+                )
+                for name, layer in book.layers.items()
+            ],
+            doubts=[Doubt(layer=name, frame=frames[pos], why=why) for name, pos, why in doubts(book)],
+            edits=sum(1 for e in stored if not e.undone),
+            redo=sum(1 for e in stored if e.undone),
+            can_edit=job.user == grant.user or grant.is_admin,
+        )
+
+    def edits(self, job_id: str) -> list[StoredEdit]:
+        self._job(job_id)
+        return self.stores.refine_edits.all(job_id)
+
+    def plate_png(self, job_id: str, frame: int) -> bytes:
+        session = self.session(job_id)
+        pos = self._position(session, frame)
+        return _png(cv2.cvtColor(session.frames.at(pos).image, cv2.COLOR_RGB2BGR))
+
+    def layers_png(self, job_id: str, frame: int) -> bytes:
+        """The frame's layers as an index image: pixel value i is the i-th layer of the state (0: none)."""
+        session = self.session(job_id)
+        pos = self._position(session, frame)
+        book = session.engine.book
+        index = np.zeros(book.shape, np.uint8)
+        for i, layer in enumerate(book.layers.values(), start=1):
+            mask = layer.masks.get(pos)
+            if mask is not None:
+                index[mask] = min(i, 255)
+        return _png(index)
+
+    def _position(self, session: RefineSession, frame: int) -> int:
+        if frame not in session.positions:
+            raise JobNotFound(f"frame {frame} is not in job {session.job.id} ({session.job.frames[0]}…)")
+        return session.positions[frame]
+
+    # --- editing -----------------------------------------------------------------------------
+
+    def apply(self, job_id: str, edit: Edit, grant: TokenGrant) -> EditResult:
+        session = self.session(job_id)
+        self._may_edit(session.job, grant)
+        with session.lock:
+            try:
+                layer, changed = apply_edit(session.engine, edit, session.positions)
+            except RefineError as exc:
+                self._drop(job_id)  # the session may hold half an edit: replay it next time
+                raise InvalidSpec.on_field(exc.field, exc.message) from None
+            seq = self.stores.refine_edits.append(job_id, grant.user, edit)
+            session.applied += 1
+        frames = sorted(session.job.frames[p] for p in changed)
+        return EditResult(seq=seq, layer=layer, frames_changed=frames, state=self._state(session, grant))
+
+    def undo(self, job_id: str, grant: TokenGrant) -> RefineState:
+        job = self._job(job_id)
+        self._may_edit(job, grant)
+        if self.stores.refine_edits.undo(job_id) is None:
+            raise InvalidSpec.on_field("undo", "nothing to undo")
+        self._drop(job_id)
+        return self.state(job_id, grant)
+
+    def redo(self, job_id: str, grant: TokenGrant) -> RefineState:
+        job = self._job(job_id)
+        self._may_edit(job, grant)
+        if self.stores.refine_edits.redo(job_id) is None:
+            raise InvalidSpec.on_field("redo", "nothing to redo")
+        return self.state(job_id, grant)
+
+    def _drop(self, job_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(job_id, None)
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    def deliver(self, job_id: str, grant: TokenGrant) -> DeliverResult:
+        """The next version, beside the parent's: unedited layers copied, edited ones made anew."""
+        session = self.session(job_id)
+        job = session.job
+        self._may_edit(job, grant)
+        edits = self.stores.refine_edits.active(job_id)
+        if not edits:
+            raise InvalidSpec.on_field("edits", "nothing to deliver: this job has no edits")
+        started = time.monotonic()
+        parent_dir = Path(job.output_dir)
+        version, version_dir = self.jobs.reserve_version(parent_dir.parent)
+        parent_pattern = SequencePattern.parse(job.output_pattern)
+        padding = max(4, parent_pattern.padding)
+        stem = f"{job.shot}_roto_v{version:03d}"
+        output = SequencePattern.parse(str(version_dir / f"{stem}.{'#' * padding}.exr"))
+        book = session.engine.book
+        header = {
+            "mattefarm/job": f"{job.id}/refine/v{version:03d}",
+            "mattefarm/parentVersion": str(job.version),
+            "mattefarm/parentJob": job.id,
+            "mattefarm/edits": str(len(edits)),
+            "mattefarm/refinedBy": grant.user,
+        }
+        try:
+            with session.lock:
+                written, rewritten = deliver_version(book, job.frames, parent_pattern.path_for, output.path_for, header)
+                manifest = version_dir / f"{stem}.json"
+                write_json_atomic(
+                    manifest,
+                    {
+                        "job": job.id,
+                        "shot": job.shot,
+                        "version": version,
+                        "parent_version": job.version,
+                        "parent_output": job.output_pattern,
+                        "refined_by": grant.user,
+                        "edits": [e.model_dump(mode="json") for e in edits],
+                        "layers": {
+                            name: sorted(job.frames[p] for p in ly.present()) for name, ly in book.layers.items()
+                        },
+                        "renamed": dict(book.renamed),
+                        "frames": [p.name for p in written],
+                    },
+                )
+        except BaseException:
+            shutil.rmtree(version_dir, ignore_errors=True)  # never leave a half or empty version
+            raise
+        edited = sorted(n for n, ly in book.layers.items() if book.changed.get(n) or not ly.sources)
+        seconds = time.monotonic() - started
+        self.stores.jobs.add_event(
+            job.id,
+            EventKind.NOTIFIED,
+            grant.user,
+            f"refined v{version:03d} delivered from {len(edits)} edit(s): {', '.join(edited) or 'layer operations'}",
+        )
+        return DeliverResult(
+            version=version,
+            output_dir=str(version_dir),
+            output_pattern=output.display,
+            manifest=str(manifest),
+            parent_version=job.version,
+            edits=len(edits),
+            layers_rewritten=edited,
+            frames_rewritten=rewritten,
+            seconds=round(seconds, 3),
+        )
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("could not encode a PNG")
+    return data.tobytes()

@@ -1,0 +1,70 @@
+"""Each finished job's refinement edits: appended in order, undone and redone, replayed."""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+from sqlalchemy import delete, func, select
+
+from schemas.refine import Edit, StoredEdit
+from services.store.db import Database
+from services.store.tables import RefineEditRow, utcnow
+
+_EDIT: TypeAdapter[Edit] = TypeAdapter(Edit)
+
+
+class RefineEdits:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self, job_id: str) -> list[StoredEdit]:
+        with self.db.session() as s:
+            rows = s.scalars(select(RefineEditRow).where(RefineEditRow.job_id == job_id).order_by(RefineEditRow.seq))
+            return [_stored(r) for r in rows]
+
+    def active(self, job_id: str) -> list[Edit]:
+        return [e.edit for e in self.all(job_id) if not e.undone]
+
+    def append(self, job_id: str, actor: str, edit: Edit) -> int:
+        """A new edit ends the redo history (as in every editor); returns its sequence number."""
+        with self.db.session() as s:
+            s.execute(delete(RefineEditRow).where(RefineEditRow.job_id == job_id, RefineEditRow.undone))
+            seq = (s.scalar(select(func.max(RefineEditRow.seq)).where(RefineEditRow.job_id == job_id)) or 0) + 1
+            s.add(
+                RefineEditRow(
+                    job_id=job_id, seq=seq, actor=actor, at=utcnow(), edit=edit.model_dump(mode="json"), undone=False
+                )
+            )
+            return seq
+
+    def undo(self, job_id: str) -> StoredEdit | None:
+        """Mark the last edit in effect undone; None when there is none."""
+        with self.db.session() as s:
+            row = s.scalars(
+                select(RefineEditRow)
+                .where(RefineEditRow.job_id == job_id, RefineEditRow.undone.is_(False))
+                .order_by(RefineEditRow.seq.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            row.undone = True
+            return StoredEdit(
+                seq=row.seq, actor=row.actor, at=row.at, edit=_EDIT.validate_python(row.edit), undone=True
+            )
+
+    def redo(self, job_id: str) -> StoredEdit | None:
+        with self.db.session() as s:
+            row = s.scalars(
+                select(RefineEditRow)
+                .where(RefineEditRow.job_id == job_id, RefineEditRow.undone)
+                .order_by(RefineEditRow.seq)
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            row.undone = False
+            return _stored(row)
+
+
+def _stored(row: RefineEditRow) -> StoredEdit:
+    return StoredEdit(seq=row.seq, actor=row.actor, at=row.at, edit=_EDIT.validate_python(row.edit), undone=row.undone)

@@ -1,0 +1,204 @@
+"""Refinement through the API: edits, undo and redo, bad input, permissions, and delivery of the
+next version that leaves every earlier version byte for byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from farm_config import Settings
+from schemas import JobState
+from services.composition import build_worker
+from tests.factories import ADMIN, ALICE, BOB, auth, run_tasks, submit
+from workers.io.exr import read_exr_channels
+
+
+@pytest.fixture
+def finished(settings: Settings, shot: Path, farm_root: Path) -> str:
+    job_id = submit(settings, shot, farm_root)
+    worker = build_worker(settings, register=False, broker=False)
+    try:
+        run_tasks(worker, job_id)
+        assert worker.store.get(job_id).state == JobState.SUCCEEDED
+    finally:
+        worker.close()
+    return job_id
+
+
+@pytest.fixture
+def refine(api: TestClient, finished: str) -> Iterator[tuple[TestClient, str]]:
+    yield api, finished
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _layers_png(api: TestClient, job: str, frame: int) -> np.ndarray:
+    response = api.get(f"/jobs/{job}/refine/frames/{frame}/layers.png", headers=auth())
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_a_click_changes_the_layer_on_its_frame_and_undo_brings_it_back(refine: tuple[TestClient, str]) -> None:
+    api, job = refine
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    assert state["can_edit"] and state["edits"] == 0 and state["layers"]
+    width, height = state["size"]
+    layer = state["layers"][0]["name"]
+    frame = state["layers"][0]["frames"][0]
+    index = [ly["name"] for ly in state["layers"]].index(layer) + 1
+    before = _layers_png(api, job, frame)
+    assert before.shape == (height, width)
+    # a negative click in the middle of the layer removes a part of it
+    ys, xs = np.nonzero(before == index)
+    edit = {
+        "kind": "click",
+        "layer": layer,
+        "frame": frame,
+        "x": float(xs.mean()),
+        "y": float(ys.mean()),
+        "positive": False,
+    }
+    result = api.post(f"/jobs/{job}/refine/edits", json=edit, headers=auth())
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert body["layer"] == layer and body["frames_changed"] == [frame] and body["state"]["edits"] == 1
+    after = _layers_png(api, job, frame)
+    assert (after == index).sum() < (before == index).sum()  # the pixels the page draws changed
+    assert np.array_equal(after != index, (before != index) | (after != index))
+    assert api.post(f"/jobs/{job}/refine/undo", headers=auth()).json()["edits"] == 0
+    assert np.array_equal(_layers_png(api, job, frame), before)
+    assert api.post(f"/jobs/{job}/refine/redo", headers=auth()).json()["edits"] == 1
+    assert np.array_equal(_layers_png(api, job, frame), after)
+    stored = api.get(f"/jobs/{job}/refine/edits", headers=auth()).json()
+    assert [e["edit"]["kind"] for e in stored] == ["click"] and stored[0]["actor"] == "alice"
+
+
+def test_bad_edits_are_refused_naming_the_field_and_change_nothing(refine: tuple[TestClient, str]) -> None:
+    api, job = refine
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    layer, frame = state["layers"][0]["name"], state["frames"][0]
+    width, _ = state["size"]
+    cases = [
+        ({"kind": "click", "layer": layer, "frame": frame, "x": width + 10, "y": 1}, "x"),
+        ({"kind": "click", "layer": "nope_01", "frame": frame, "x": 1, "y": 1}, "layer"),
+        ({"kind": "click", "layer": layer, "frame": 99999, "x": 1, "y": 1}, "frame"),
+        ({"kind": "merge", "layer": layer, "into": layer}, "into"),
+        ({"kind": "rename", "layer": layer, "to": "9bad"}, "to"),
+        ({"kind": "click", "frame": frame, "x": 1, "y": 1}, "label"),
+        ({"kind": "wave", "layer": layer}, "kind"),
+    ]
+    for edit, field in cases:
+        response = api.post(f"/jobs/{job}/refine/edits", json=edit, headers=auth())
+        assert response.status_code == 422, (edit, response.text)
+        assert any(field in p["field"] for p in response.json()["problems"]), (edit, response.json())
+    assert api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["edits"] == 0
+    # someone else's job: they may look, not edit
+    look = api.get(f"/jobs/{job}/refine/state", headers=auth(BOB))
+    assert look.status_code == 200 and not look.json()["can_edit"]
+    edit = {"kind": "rename", "layer": layer, "to": "hero"}
+    assert api.post(f"/jobs/{job}/refine/edits", json=edit, headers=auth(BOB)).status_code == 403
+    assert api.post(f"/jobs/{job}/refine/edits", json=edit, headers=auth(ADMIN)).status_code == 200
+    assert api.post(f"/jobs/{job}/refine/deliver", headers=auth(BOB)).status_code == 403
+    assert api.get(f"/jobs/{job}/refine/state").status_code == 401
+    assert api.post("/jobs/nojob/refine/undo", headers=auth()).status_code == 404
+
+
+def test_delivery_writes_the_next_version_changing_only_the_edited_layer(
+    refine: tuple[TestClient, str], farm_root: Path
+) -> None:
+    api, job = refine
+    status = api.get(f"/jobs/{job}", headers=auth(ALICE)).json()
+    parent_dir = Path(status["output_dir"])
+    parent_before = _hashes(parent_dir)
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    names = [ly["name"] for ly in state["layers"]]
+    edited, kept = names[0], names[1:]
+    frame = state["layers"][0]["frames"][len(state["layers"][0]["frames"]) // 2]
+    index = names.index(edited) + 1
+    ys, xs = np.nonzero(_layers_png(api, job, frame) == index)
+    click = {
+        "kind": "click",
+        "layer": edited,
+        "frame": frame,
+        "x": float(xs.mean()),
+        "y": float(ys.mean()),
+        "positive": False,
+    }
+    assert api.post(f"/jobs/{job}/refine/edits", json=click, headers=auth()).status_code == 200
+    propagated = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": edited}, headers=auth())
+    assert propagated.status_code == 200
+    changed = set(propagated.json()["frames_changed"]) | {frame}
+    delivered = api.post(f"/jobs/{job}/refine/deliver", headers=auth())
+    assert delivered.status_code == 200, delivered.text
+    out = delivered.json()
+    assert out["version"] == status["version"] + 1 and out["parent_version"] == status["version"]
+    assert out["layers_rewritten"] == [edited]
+    assert _hashes(parent_dir) == parent_before  # the parent version is untouched, byte for byte
+    new_dir = Path(out["output_dir"])
+    for parent_file in sorted(parent_dir.glob("*.exr")):
+        frame_no = int(parent_file.name.split(".")[-2])
+        new_file = next(new_dir.glob(f"*.{frame_no:04d}.exr"))
+        old, _ = read_exr_channels(parent_file)
+        new, header = read_exr_channels(new_file)
+        assert header["mattefarm/parentVersion"] == str(status["version"])
+        for name in kept:  # layers no edit touched: the parent's mattes exactly
+            assert np.array_equal(new[f"{name}.A"], old[f"{name}.A"]), (frame_no, name)
+        if frame_no not in changed:
+            assert np.array_equal(new[f"{edited}.A"], old[f"{edited}.A"]), frame_no
+    assert any(
+        not np.array_equal(read_exr_channels(next(new_dir.glob(f"*.{f:04d}.exr")))[0][f"{edited}.A"],
+                           read_exr_channels(next(parent_dir.glob(f"*.{f:04d}.exr")))[0][f"{edited}.A"])
+        for f in changed
+    )  # fmt: skip
+    assert Path(out["manifest"]).exists()
+    # delivering again makes the version after, and leaves both earlier ones as they were
+    v2 = _hashes(new_dir)
+    again = api.post(f"/jobs/{job}/refine/deliver", headers=auth()).json()
+    assert again["version"] == out["version"] + 1
+    assert _hashes(new_dir) == v2 and _hashes(parent_dir) == parent_before
+
+
+def test_the_cli_replays_an_edit_list_and_delivers(
+    refine: tuple[TestClient, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from services.cli import refine_bench
+    from services.cli.main import cli
+    from services.client import FarmClient
+
+    api, job = refine
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    first = state["layers"][0]
+    edits = {
+        "edits": [
+            {"kind": "rename", "layer": first["name"], "to": "hero"},
+            {"kind": "brush", "layer": "hero", "frame": first["frames"][0], "points": [[5, 5], [12, 9]], "radius": 3},
+            {"kind": "propagate", "layer": "hero"},
+        ]
+    }
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps(edits))
+    transport = api._transport  # the in-process app, as the CLI's client transport
+    monkeypatch.setattr(refine_bench, "client", lambda: FarmClient("http://testserver", ALICE, transport=transport))
+    result = CliRunner().invoke(cli, ["refine", job, "--edits", str(path), "--deliver"])
+    assert result.exit_code == 0, result.output
+    assert "3 edit(s) applied" in result.output and "delivered v002" in result.output
+    names = [ly["name"] for ly in api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"]]
+    assert "hero" in names and first["name"] not in names
+    # a bad file names the edit and the field; nothing is applied
+    path.write_text('{"edits": [{"kind": "merge", "layer": "hero"}]}')
+    bad = CliRunner().invoke(cli, ["refine", job, "--edits", str(path)])
+    assert bad.exit_code == 1 and "edits.0.merge.into" in bad.output
+    path.write_text('{"edits": [{"kind": "merge", "layer": "hero", "into": "hero"}]}')
+    refused = CliRunner().invoke(cli, ["refine", job, "--edits", str(path)])
+    assert refused.exit_code == 1 and "edit 1 (merge)" in refused.output and "itself" in refused.output
