@@ -90,3 +90,19 @@ def run_tasks(runtime: FarmWorker, job_id: str | None = None, limit: int = 500) 
         runtime.run_task(ready[0].task_id, token)
         ran += 1
     return ran
+
+
+def finished_job(settings: Settings, plate: Path, farm_root: Path) -> str:
+    """A job run to the end in this process (synthetic backend), for tests of what comes after."""
+    from schemas import JobState
+    from services.composition import build_worker
+
+    job_id = submit(settings, plate, farm_root)
+    worker = build_worker(settings, register=False, broker=False)
+    try:
+        run_tasks(worker, job_id)
+        job = worker.store.get(job_id)
+        assert job is not None and job.state == JobState.SUCCEEDED, job
+    finally:
+        worker.close()
+    return job_id

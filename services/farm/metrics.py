@@ -20,12 +20,14 @@ from schemas.task import TaskState
 from services.farm.overview import FarmService
 from services.scheduling.plan import is_gpu_stage
 from services.store import JobStore
+from services.store.refine_edits import RefineEdits
 
 log = logging.getLogger(__name__)
 
 WAIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 STAGE_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600)
 GPU_STAGE_NAMES = tuple(stage.value for stage in STAGE_ORDER if is_gpu_stage(stage))
+REFINE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 15, 60)
 MODEL_CALLS = ("detector_calls", "image_encoder_passes", "mask_decoder_calls", "tracking_steps", "frames_written")
 
 
@@ -165,7 +167,34 @@ class FarmCollector(Collector):
         yield calls
 
 
-def render(store: JobStore, farm: FarmService) -> bytes:
+class RefineCollector(Collector):
+    """Artist refinement: edits made by kind (clicks, strokes, propagations…) and how long the
+    artist waited for each (the interactive latency), over the latest edits."""
+
+    def __init__(self, edits: RefineEdits) -> None:
+        self.edits = edits
+
+    def collect(self) -> Iterator[Metric]:
+        made = CounterMetricFamily("mattefarm_refine_edits", "Refinement edits made, by kind.", labels=["kind"])
+        for kind, count in sorted(self.edits.counts().items()):
+            made.add_metric([kind], count)
+        yield made
+        by_kind: dict[str, list[float]] = defaultdict(list)
+        for kind, seconds in self.edits.timings():
+            by_kind[kind].append(seconds)
+        waited = HistogramMetricFamily(
+            "mattefarm_refine_edit_seconds",
+            "Seconds from an edit's arrival to its answer (a click: the updated mask), latest edits.",
+            labels=["kind"],
+        )
+        for kind, values in sorted(by_kind.items()):
+            cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in REFINE_BUCKETS]
+            waited.add_metric([kind], [*cumulative, ("+Inf", len(values))], sum_value=math.fsum(values))
+        yield waited
+
+
+def render(store: JobStore, farm: FarmService, edits: RefineEdits) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FarmCollector(store, farm))
+    registry.register(RefineCollector(edits))
     return generate_latest(registry)

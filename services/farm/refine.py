@@ -180,12 +180,14 @@ class RefineService:
         session = self.session(job_id)
         self._may_edit(session.job, grant)
         with session.lock:
+            started = time.perf_counter()
             try:
                 layer, changed = apply_edit(session.engine, edit, session.positions)
             except RefineError as exc:
                 self._drop(job_id)  # the session may hold half an edit: replay it next time
                 raise InvalidSpec.on_field(exc.field, exc.message) from None
-            seq = self.stores.refine_edits.append(job_id, grant.user, edit)
+            seconds = time.perf_counter() - started
+            seq = self.stores.refine_edits.append(job_id, grant.user, edit, seconds)
             session.applied += 1
         frames = sorted(session.job.frames[p] for p in changed)
         return EditResult(seq=seq, layer=layer, frames_changed=frames, state=self._state(session, grant))

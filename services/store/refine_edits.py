@@ -24,14 +24,21 @@ class RefineEdits:
     def active(self, job_id: str) -> list[Edit]:
         return [e.edit for e in self.all(job_id) if not e.undone]
 
-    def append(self, job_id: str, actor: str, edit: Edit) -> int:
+    def append(self, job_id: str, actor: str, edit: Edit, seconds: float = 0.0) -> int:
         """A new edit ends the redo history (as in every editor); returns its sequence number."""
         with self.db.session() as s:
             s.execute(delete(RefineEditRow).where(RefineEditRow.job_id == job_id, RefineEditRow.undone))
             seq = (s.scalar(select(func.max(RefineEditRow.seq)).where(RefineEditRow.job_id == job_id)) or 0) + 1
             s.add(
                 RefineEditRow(
-                    job_id=job_id, seq=seq, actor=actor, at=utcnow(), edit=edit.model_dump(mode="json"), undone=False
+                    job_id=job_id,
+                    seq=seq,
+                    actor=actor,
+                    at=utcnow(),
+                    edit=edit.model_dump(mode="json"),
+                    kind=edit.kind,
+                    seconds=round(seconds, 4),
+                    undone=False,
                 )
             )
             return seq
@@ -64,6 +71,20 @@ class RefineEdits:
                 return None
             row.undone = False
             return _stored(row)
+
+    def counts(self) -> dict[str, int]:
+        """Edits made, by kind, all jobs (undone ones too: the artist made them)."""
+        with self.db.session() as s:
+            rows = s.execute(select(RefineEditRow.kind, func.count()).group_by(RefineEditRow.kind))
+            return {kind: n for kind, n in rows}
+
+    def timings(self, limit: int = 5000) -> list[tuple[str, float]]:
+        """(kind, seconds) of the latest edits, for /metrics."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(RefineEditRow.kind, RefineEditRow.seconds).order_by(RefineEditRow.id.desc()).limit(limit)
+            )
+            return [(kind, seconds) for kind, seconds in rows]
 
 
 def _stored(row: RefineEditRow) -> StoredEdit:

@@ -204,4 +204,6 @@ class RefineEditRow(Base):
     actor: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     edit: Mapped[dict[str, Any]] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # the edit's kind, for /metrics
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)  # how long the artist waited for it
     undone: Mapped[bool] = mapped_column(Boolean, default=False)

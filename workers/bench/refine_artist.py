@@ -31,13 +31,16 @@ from workers.models.synthetic import SyntheticNoise
 from workers.pipeline.driver import analyse_shot
 from workers.pipeline.frames import FrameSource
 from workers.pipeline.refine import RefineEngine
-from workers.synthetic.evaluate import ASSIGN_IOU, Score, score_frames
+from workers.synthetic.evaluate import Score, score_frames
 from workers.synthetic.shot import synthetic_decoder, write_shot
 from workers.synthetic.truth import TruthReader
 
 MODES = ("propagate", "frame-only")
 REPORT_ROUNDS = (0, 1, 2, 3, 5, 8)
 TARGET_J = 0.95
+KEYFRAME_IOU = 0.9  # the artist propagates once the clicked frame looks right, not before
+MERGE_OVERLAP_FRAMES = 2  # layers of one object sharing at most this many frames are one object's pieces
+OWN_SHARE = 0.5  # a layer is on an object when at least this share of its pixels are
 BRUSH_BELOW_PX = 50  # error regions smaller than this get a brush stroke instead of a click
 # The default noise but a 1 px boundary: at the default 2 px the tracker's own boundary error alone
 # holds an object's J near 0.94, so J ≥ 0.95 would measure boundary luck, not the fixes. Misses,
@@ -135,19 +138,27 @@ class Artist:
         self.visible = {obj: [p for p, ids in enumerate(shot.truth) if (ids == obj).any()] for obj in shot.objects}
         self.masks = {obj: [ids == obj for ids in shot.truth] for obj in shot.objects}
         self.area = {obj: sum(int(m.sum()) for m in masks) for obj, masks in self.masks.items()}
+        self.intent: dict[str, int] = {}
+
+    def started(self, layer: str, obj: int) -> None:
+        """The artist started ``layer`` for ``obj``: it stays that object's, whatever it covers."""
+        self.intent[layer] = obj
 
     def owners(self, book: LayerBook) -> dict[str, int]:
-        """Layer → the object it overlaps most over the shot (the evaluator's rule)."""
+        """Layer → the object it is on, as an artist sees it: the object holding most of its
+        pixels, if that is at least half of them. (The evaluator's shot-long IoU would call a
+        layer the artist has just started, on one frame of a long object, false.)"""
         owners: dict[str, int] = {}
         for name, layer in book.layers.items():
             area = sum(int(m.sum()) for m in layer.masks.values())
-            best, best_iou = None, ASSIGN_IOU
-            for obj in self.shot.objects:
-                inter = sum(int((m & self.masks[obj][p]).sum()) for p, m in layer.masks.items())
-                union = area + self.area[obj] - inter
-                if union and inter / union >= best_iou:
-                    best, best_iou = obj, inter / union
-            if best is not None:
+            on = {
+                obj: sum(int((m & self.masks[obj][p]).sum()) for p, m in layer.masks.items())
+                for obj in self.shot.objects
+            }
+            best = max(on, key=lambda obj: on[obj], default=None)
+            if name in self.intent:
+                owners[name] = self.intent[name]
+            elif best is not None and area and on[best] >= OWN_SHARE * area:
                 owners[name] = best
         return owners
 
@@ -171,11 +182,19 @@ class Artist:
             if name not in owners:
                 return Action("delete", name)
         for obj in self.shot.objects:
-            mine = [name for name in book.layers if owners.get(name) == obj]
+            mine = sorted(
+                (name for name in book.layers if owners.get(name) == obj),
+                key=lambda n: min(book.layers[n].masks, default=10**9),
+            )
             if len(mine) > 1:
-                first = min(mine, key=lambda n: min(book.layers[n].masks, default=10**9))
-                other = next(n for n in mine if n != first)
-                return Action("merge", other, obj, into=first)
+                first, other = mine[0], mine[1]
+                together = set(book.layers[first].masks) & set(book.layers[other].masks)
+                if len(together) <= MERGE_OVERLAP_FRAMES:  # the object left and came back: one layer
+                    return Action("merge", other, obj, into=first)
+                # two layers on one object at once: the one the artist did not start is a duplicate
+                duplicate = other if other not in self.intent else first
+                if duplicate not in self.intent:
+                    return Action("delete", duplicate, obj)
         worst: tuple[float, int, int] | None = None
         for obj, frames in self.visible.items():
             for pos in frames:
@@ -262,7 +281,10 @@ def run_artist(shot: Shot, mode: str, budget: int) -> RunResult:
             result.layer_ops += 1
         else:
             assert action.obj is not None and action.pos is not None
-            layer = action.layer or book.new_layer(shot.labels[action.obj])
+            layer = action.layer
+            if not layer:
+                layer = book.new_layer(shot.labels[action.obj])
+                artist.started(layer, action.obj)
             started = time.perf_counter()
             if action.kind == "brush":
                 engine.paint(layer, action.pos, action.stroke, 1, erase=not action.positive)
@@ -271,7 +293,9 @@ def run_artist(shot: Shot, mode: str, budget: int) -> RunResult:
                 assert action.at is not None
                 engine.click(layer, action.pos, *action.at, action.positive)
                 result.click_seconds.append(time.perf_counter() - started)
-            if mode == "propagate":
+            owners = artist.owners(book)
+            settled = artist.object_iou(book, owners, action.obj, action.pos) >= KEYFRAME_IOU
+            if mode == "propagate" and settled:  # as in the SAM2 demo: fix the frame, then propagate
                 started = time.perf_counter()
                 result.propagated_frames += len(engine.propagate(layer))
                 result.propagate_seconds.append(time.perf_counter() - started)

@@ -233,7 +233,7 @@ def doubts(book: LayerBook, *, min_frames: int = 4, jump: float = 1.6) -> list[t
         areas = {pos: int(layer.masks[pos].sum()) for pos in present}
         for before, pos in itertools.pairwise(present):
             if pos - before > 1 and pos - before <= 3:
-                found.append((name, before + 1, f"missing between {before} and {pos}"))
+                found.append((name, before + 1, f"missing for {pos - before - 1} frame(s) between frames it is on"))
             ratio = areas[pos] / max(1, areas[before])
             if pos - before == 1 and (ratio > jump or ratio < 1 / jump):
                 found.append((name, pos, f"area ×{ratio:.2f} from the frame before"))

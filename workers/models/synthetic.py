@@ -214,7 +214,7 @@ class SyntheticRefiner:
         ids = self.truth.ids(frame.plate_path, frame.size)
         h, w = ids.shape
         mask = mask_prompt.astype(bool).copy() if mask_prompt is not None else np.zeros((h, w), bool)
-        target = self._target(ids, points, labels, box)
+        target = self._target(ids, points, labels, box, mask_prompt)
         if box is not None and not len(points) and target:
             x0, y0, x1, y1 = (round(v) for v in box)
             clip = np.zeros((h, w), bool)
@@ -235,8 +235,14 @@ class SyntheticRefiner:
 
     @staticmethod
     def _target(
-        ids: np.ndarray, points: np.ndarray, labels: np.ndarray, box: tuple[float, float, float, float] | None
+        ids: np.ndarray,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: tuple[float, float, float, float] | None,
+        mask_prompt: np.ndarray | None,
     ) -> int:
+        """The object the prompt is about: under the first positive click, else the one filling the
+        box, else the one the layer's mask already covers most."""
         h, w = ids.shape
         for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
             if label:
@@ -246,6 +252,11 @@ class SyntheticRefiner:
             inside = ids[max(0, y0) : y1, max(0, x0) : x1]
             values, counts = np.unique(inside[inside > 0], return_counts=True)
             if len(values):
+                return int(values[counts.argmax()])
+        if mask_prompt is not None:
+            covered = ids[mask_prompt & (ids > 0)]
+            if covered.size:
+                values, counts = np.unique(covered, return_counts=True)
                 return int(values[counts.argmax()])
         return 0
 

@@ -8,11 +8,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.api.deps import ServiceDep
 from services.api.routes.farm import FarmDep
+from services.api.routes.refine import RefineDep
 from services.farm import metrics
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus_metrics(jobs: ServiceDep, farm: FarmDep) -> Response:
-    return Response(metrics.render(jobs.store, farm), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(jobs: ServiceDep, farm: FarmDep, refine: RefineDep) -> Response:
+    return Response(metrics.render(jobs.store, farm, refine.stores.refine_edits), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("edit", sa.JSON, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False, index=True),
+        sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
         sa.Column("undone", sa.Boolean, nullable=False, server_default=sa.false()),
     )
 
