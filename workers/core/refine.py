@@ -172,9 +172,8 @@ class LayerBook:
             raise RefineError("to", f"{to!r} is not a layer name: a letter, then letters, digits or '_' (≤ 64)")
         if to in self.layers and to != name:
             raise RefineError("to", f"a layer {to!r} exists; merge into it or pick another name")
-        del self.layers[name]
-        layer.name = to
-        self.layers[to] = layer
+        layer.name = to  # the layer keeps its place in the list (and in the EXRs' channel order)
+        self.layers = {(to if n == name else n): ly for n, ly in self.layers.items()}
         originals = [original for original, current in self.renamed.items() if current == name]
         for original in originals or [name]:
             self.renamed[original] = to
