@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from farm_config.model_registry import sam2_spec
 from farm_config.settings import Sam2Size
 from workers.core.refine import LayerBook
 from workers.models.builder import build_synthetic, resolve_device
@@ -120,9 +121,8 @@ def sam2_latency(
     image_size: int | None = None,
 ) -> Latency:
     """The real SAM 2.1 network at random initialisation (speed only)."""
-    import torch
+    import torch  # the real network loads only for this measurement
 
-    from farm_config.model_registry import sam2_spec
     from workers.models.sam2_adapter import FeatureCache, Sam2Refiner, Sam2Tracker, build_sam2_model
 
     torch.manual_seed(0)
