@@ -221,3 +221,12 @@ def test_the_simulated_artist_removes_fragments_and_false_layers_and_propagation
     assert clicks["frame-only"]["edits_that_changed_another_layer"] == 0  # type: ignore[index]
     start = {row["mode"]: row["mean_j"] for row in bench.table() if row["round"] == 0}
     assert end["propagate"]["mean_j"] >= start["propagate"]  # type: ignore[operator]
+
+
+def test_bench_refine_refuses_a_bad_device_before_any_work() -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["bench-refine", "--latency-only", "--device", "gpu0"])
+    assert result.exit_code == 2 and "--device" in result.output and "cuda:N" in result.output

@@ -9,6 +9,7 @@ Imports inside the commands are for start-up time only (see ``services/cli/evalu
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -53,6 +54,8 @@ def bench_refine(
     as_json: bool,
 ) -> None:
     """A robot artist (the DAVIS interactive protocol) on synthetic shots after the automatic pass."""
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
+        raise click.BadParameter(f"{device!r}: use cpu, auto, cuda or cuda:N", param_hint="--device")
     from workers.bench.refine_artist import ARTIST_NOISE, run_benchmark
     from workers.bench.refine_latency import sam2_latency, synthetic_latency
 
