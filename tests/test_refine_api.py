@@ -215,3 +215,5 @@ def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
     assert samples[("mattefarm_refine_edits_total", (("kind", "propagate"),))] == 1
     assert samples[("mattefarm_refine_edit_seconds_count", (("kind", "click"),))] == 2
     assert samples[("mattefarm_refine_edit_seconds_bucket", (("kind", "click"), ("le", "+Inf")))] == 2
+    for name in ("mattefarm_refine_edit_seconds", "mattefarm_stage_seconds", "mattefarm_task_seconds"):
+        assert text.count(f"# HELP {name} ") == 1, name  # one family per name, as Prometheus requires

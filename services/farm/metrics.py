@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -34,11 +34,24 @@ MODEL_CALLS = ("detector_calls", "image_encoder_passes", "mask_decoder_calls", "
 def _histogram(
     name: str, doc: str, values: Iterable[float], buckets: tuple[float, ...], labels: dict[str, str]
 ) -> HistogramMetricFamily:
-    values = list(values)
-    cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in buckets] + [("+Inf", len(values))]
     family = HistogramMetricFamily(name, doc, labels=list(labels))
-    family.add_metric(list(labels.values()), cumulative, sum_value=math.fsum(values))
+    _observe(family, list(labels.values()), list(values), buckets)
     return family
+
+
+def _histograms(
+    name: str, doc: str, label: str, groups: Mapping[str, list[float]], buckets: tuple[float, ...]
+) -> HistogramMetricFamily:
+    """One family, one labelled histogram per group (one HELP/TYPE for the name, as Prometheus wants)."""
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for value, values in groups.items():
+        _observe(family, [value], values, buckets)
+    return family
+
+
+def _observe(family: HistogramMetricFamily, labels: list[str], values: list[float], buckets: tuple[float, ...]) -> None:
+    cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in buckets] + [("+Inf", len(values))]
+    family.add_metric(labels, cumulative, sum_value=math.fsum(values))
 
 
 class FarmCollector(Collector):
@@ -114,14 +127,13 @@ class FarmCollector(Collector):
         for name, seconds, done in snap.stage_times:
             by_stage[name].append(seconds)
             frames[name] += done
-        for stage in STAGE_ORDER:
-            yield _histogram(
-                "mattefarm_stage_seconds",
-                "Finished stage durations, recent jobs.",
-                by_stage.get(stage.value, []),
-                STAGE_BUCKETS,
-                {"stage": stage.value},
-            )
+        yield _histograms(
+            "mattefarm_stage_seconds",
+            "Finished stage durations, recent jobs.",
+            "stage",
+            {stage.value: by_stage.get(stage.value, []) for stage in STAGE_ORDER},
+            STAGE_BUCKETS,
+        )
         per_frame = GaugeMetricFamily(
             "mattefarm_gpu_seconds_per_frame",
             "GPU-stage seconds per frame over recent finished stages (a worker holds one GPU).",
@@ -142,14 +154,13 @@ class FarmCollector(Collector):
             task_seconds[name].append(seconds)
             if peak_mb is not None:
                 peak[name] = max(peak.get(name, 0), peak_mb)
-        for stage in STAGE_ORDER:
-            yield _histogram(
-                "mattefarm_task_seconds",
-                "Finished task durations, recent jobs.",
-                task_seconds.get(stage.value, []),
-                STAGE_BUCKETS,
-                {"stage": stage.value},
-            )
+        yield _histograms(
+            "mattefarm_task_seconds",
+            "Finished task durations, recent jobs.",
+            "stage",
+            {stage.value: task_seconds.get(stage.value, []) for stage in STAGE_ORDER},
+            STAGE_BUCKETS,
+        )
         peak_gpu = GaugeMetricFamily(
             "mattefarm_stage_peak_gpu_memory_bytes",
             "Highest GPU memory PyTorch allocated in one task of the stage, recent jobs (GPU workers only).",
@@ -182,15 +193,13 @@ class RefineCollector(Collector):
         by_kind: dict[str, list[float]] = defaultdict(list)
         for kind, seconds in self.edits.timings():
             by_kind[kind].append(seconds)
-        waited = HistogramMetricFamily(
+        yield _histograms(
             "mattefarm_refine_edit_seconds",
             "Seconds from an edit's arrival to its answer (a click: the updated mask), latest edits.",
-            labels=["kind"],
+            "kind",
+            dict(sorted(by_kind.items())),
+            REFINE_BUCKETS,
         )
-        for kind, values in sorted(by_kind.items()):
-            cumulative = [(str(b), sum(1 for v in values if v <= b)) for b in REFINE_BUCKETS]
-            waited.add_metric([kind], [*cumulative, ("+Inf", len(values))], sum_value=math.fsum(values))
-        yield waited
 
 
 def render(store: JobStore, farm: FarmService, edits: RefineEdits) -> bytes:
