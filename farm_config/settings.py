@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Where the API listens.")
     api_port: int = Field(8321, ge=1, le=65535)
     page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
+    # artist refinement (answered in the API process)
+    refine_sessions: int = Field(8, ge=1, le=256, description="Jobs held open for refinement at once per API process.")
+    refine_frames_cached: int = Field(
+        64, ge=4, le=4096, description="Working-resolution frames a refinement session keeps decoded (≈1.8 MB each)."
+    )
     # the CLI's side: which farm it talks to and as whom
     api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
     token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")

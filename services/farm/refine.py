@@ -14,6 +14,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,13 +47,18 @@ class FrameReader:
 
     job: JobStatus
     decoder: PlateDecoder
-    images: dict[int, ModelFrame] = field(default_factory=dict)
+    keep: int  # frames held (MATTEFARM_REFINE_FRAMES_CACHED): an artist works around a few frames
+    images: OrderedDict[int, ModelFrame] = field(default_factory=OrderedDict)
 
     def at(self, pos: int) -> ModelFrame:
         frame = self.job.frames[pos]
-        if frame not in self.images:
+        if frame in self.images:
+            self.images.move_to_end(frame)
+        else:
             image = self.decoder.model_frame(frame)
             self.images[frame] = ModelFrame(frame, image, self.decoder.plate.path_for(frame))
+            while len(self.images) > self.keep:
+                self.images.popitem(last=False)
         return self.images[frame]
 
 
@@ -69,7 +75,7 @@ class RefineSession:
 class RefineService:
     def __init__(self, settings: Settings, stores: FarmStores, jobs: JobService, models: ModelCache) -> None:
         self.settings, self.stores, self.jobs, self.models = settings, stores, jobs, models
-        self._sessions: dict[str, RefineSession] = {}
+        self._sessions: OrderedDict[str, RefineSession] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- sessions ----------------------------------------------------------------------------
@@ -93,6 +99,9 @@ class RefineService:
             if session is None:
                 session = self._open(job)
                 self._sessions[job_id] = session
+                while len(self._sessions) > self.settings.refine_sessions:  # the least recent replays when reopened
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(job_id)
         with session.lock:
             stored = self.stores.refine_edits.active(job_id)
             if session.applied > len(stored):  # an undo elsewhere: replay from the delivered layers
@@ -113,7 +122,7 @@ class RefineService:
         output = SequencePattern.parse(job.output_pattern)
         book = load_book(output.path_for, job.frames, {ly.name: ly.label for ly in job.layers}, decoder.size)
         positions = {frame: pos for pos, frame in enumerate(job.frames)}
-        frames = FrameReader(job, decoder)
+        frames = FrameReader(job, decoder, self.settings.refine_frames_cached)
         return RefineSession(job, frames, RefineEngine(book, frames.at, models.refiner, models.tracker), positions)
 
     # --- reading -----------------------------------------------------------------------------
