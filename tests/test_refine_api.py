@@ -217,3 +217,19 @@ def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
     assert samples[("mattefarm_refine_edit_seconds_bucket", (("kind", "click"), ("le", "+Inf")))] == 2
     for name in ("mattefarm_refine_edit_seconds", "mattefarm_stage_seconds", "mattefarm_task_seconds"):
         assert text.count(f"# HELP {name} ") == 1, name  # one family per name, as Prometheus requires
+
+
+def test_sessions_are_bounded_and_a_reopened_job_replays_its_edits(
+    refine: tuple[TestClient, str], settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    api, first = refine
+    settings.refine_sessions = 1
+    layer = api.get(f"/jobs/{first}/refine/state", headers=auth()).json()["layers"][0]["name"]
+    edit = {"kind": "rename", "layer": layer, "to": "kept_name"}
+    assert api.post(f"/jobs/{first}/refine/edits", json=edit, headers=auth()).status_code == 200
+    second = finished_job(settings, shot, farm_root)
+    assert api.get(f"/jobs/{second}/refine/state", headers=auth()).status_code == 200
+    service = api.app.state.refine  # type: ignore[attr-defined]
+    assert list(service._sessions) == [second]  # the first was let go
+    names = [ly["name"] for ly in api.get(f"/jobs/{first}/refine/state", headers=auth()).json()["layers"]]
+    assert "kept_name" in names  # reopened by replaying its stored edits
