@@ -113,7 +113,10 @@ class RefineLayer(BaseModel):
     colour: tuple[int, int, int]
     frames: list[int] = Field(description="Plate frames the layer is present on.")
     keyframes: list[int] = Field(description="Frames an artist fixed.")
-    edited: bool = Field(description="Changed by an edit (delivered anew); else kept byte for byte.")
+    edited: bool = Field(
+        description="An edit changed its masks: the next delivery makes those mattes anew (a layer only renamed or "
+        "merged keeps the parent's pixels)."
+    )
 
 
 class Doubt(BaseModel):

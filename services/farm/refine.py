@@ -27,7 +27,7 @@ from schemas.refine import DeliverResult, Doubt, Edit, EditResult, RefineLayer, 
 from services.errors import InvalidSpec, JobNotFound, JobNotReady, NotAllowed
 from services.farm.jobs import JobService
 from services.store import FarmStores
-from workers.core.refine import RefineError, doubts
+from workers.core.refine import LayerBook, RefineError, doubts
 from workers.io.atomic import write_json_atomic
 from workers.io.plate import PlateDecoder, resolve_plate
 from workers.io.review import layer_colour
@@ -147,7 +147,7 @@ class RefineService:
                     colour=layer_colour(name),
                     frames=[frames[p] for p in layer.present()],
                     keyframes=sorted(frames[p] for p in layer.keyframes),
-                    edited=bool(book.changed.get(name)) or not layer.sources or name not in layer.sources,
+                    edited=_made_anew(book, name),
                 )
                 for name, layer in book.layers.items()
             ],
@@ -269,7 +269,7 @@ class RefineService:
         except BaseException:
             shutil.rmtree(version_dir, ignore_errors=True)  # never leave a half or empty version
             raise
-        edited = sorted(n for n, ly in book.layers.items() if book.changed.get(n) or not ly.sources)
+        edited = sorted(n for n in book.layers if _made_anew(book, n))
         seconds = time.monotonic() - started
         self.stores.jobs.add_event(
             job.id,
@@ -288,6 +288,12 @@ class RefineService:
             frames_rewritten=rewritten,
             seconds=round(seconds, 3),
         )
+
+
+def _made_anew(book: LayerBook, name: str) -> bool:
+    """The next delivery makes some of this layer's mattes from masks (a renamed or merged layer
+    whose masks no edit touched is copied from the parent, pixel for pixel)."""
+    return bool(book.changed.get(name)) or not book.layers[name].sources
 
 
 def _png(image: np.ndarray) -> bytes:
