@@ -100,6 +100,7 @@ class EditList(BaseModel):
 
 
 class StoredEdit(BaseModel):
+    id: int = Field(description="Never reused (a sequence number is, after undo and a new edit).")
     seq: int
     actor: str
     at: datetime

@@ -233,3 +233,22 @@ def test_sessions_are_bounded_and_a_reopened_job_replays_its_edits(
     assert list(service._sessions) == [second]  # the first was let go
     names = [ly["name"] for ly in api.get(f"/jobs/{first}/refine/state", headers=auth()).json()["layers"]]
     assert "kept_name" in names  # reopened by replaying its stored edits
+
+
+def test_a_replay_reuses_a_propagation_instead_of_tracking_again(refine: tuple[TestClient, str]) -> None:
+    api, job = refine
+    state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
+    layer = state["layers"][0]
+    frame = layer["frames"][len(layer["frames"]) // 2]
+    brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6], [14, 9]], "radius": 3}
+    assert api.post(f"/jobs/{job}/refine/edits", json=brush, headers=auth()).status_code == 200
+    propagate = {"kind": "propagate", "layer": layer["name"]}
+    assert api.post(f"/jobs/{job}/refine/edits", json=propagate, headers=auth()).status_code == 200
+    service = api.app.state.refine  # type: ignore[attr-defined]
+    tracker = service.models.get(service.settings).tracker
+    steps = tracker.counters["tracking_steps"]
+    after = _layers_png(api, job, layer["frames"][0])
+    assert api.post(f"/jobs/{job}/refine/undo", headers=auth()).status_code == 200
+    assert api.post(f"/jobs/{job}/refine/redo", headers=auth()).status_code == 200
+    assert np.array_equal(_layers_png(api, job, layer["frames"][0]), after)  # the same result…
+    assert tracker.counters["tracking_steps"] == steps  # …without tracking again

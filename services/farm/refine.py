@@ -23,12 +23,21 @@ import numpy as np
 
 from farm_config.settings import Settings, TokenGrant
 from schemas import EventKind, JobState, JobStatus
-from schemas.refine import DeliverResult, Doubt, Edit, EditResult, RefineLayer, RefineState, StoredEdit
+from schemas.refine import (
+    DeliverResult,
+    Doubt,
+    Edit,
+    EditResult,
+    PropagateEdit,
+    RefineLayer,
+    RefineState,
+    StoredEdit,
+)
 from services.errors import InvalidSpec, JobNotFound, JobNotReady, NotAllowed
 from services.farm.jobs import JobService
 from services.store import FarmStores
 from workers.core.refine import LayerBook, RefineError, doubts
-from workers.io.atomic import write_json_atomic
+from workers.io.atomic import atomic_path, write_json_atomic
 from workers.io.plate import PlateDecoder, resolve_plate
 from workers.io.review import layer_colour
 from workers.io.sequence import SequencePattern
@@ -108,8 +117,9 @@ class RefineService:
                 session = self._open(job)
                 with self._lock:
                     self._sessions[job_id] = session
-            for edit in stored[session.applied :]:
-                apply_edit(session.engine, edit, session.positions)
+            for stored_edit in stored[session.applied :]:
+                if not self._replay_propagation(session, stored_edit):
+                    apply_edit(session.engine, stored_edit.edit, session.positions)
                 session.applied += 1
         return session
 
@@ -196,10 +206,38 @@ class RefineService:
                 self._drop(job_id)  # the session may hold half an edit: replay it next time
                 raise InvalidSpec.on_field(exc.field, exc.message) from None
             seconds = time.perf_counter() - started
-            seq = self.stores.refine_edits.append(job_id, grant.user, edit, seconds)
+            stored = self.stores.refine_edits.append(job_id, grant.user, edit, seconds)
             session.applied += 1
+            if isinstance(edit, PropagateEdit):
+                self._keep_propagation(job_id, stored.id, session.engine.book, edit.layer, changed)
         frames = sorted(session.job.frames[p] for p in changed)
-        return EditResult(seq=seq, layer=layer, frames_changed=frames, state=self._state(session, grant))
+        return EditResult(seq=stored.seq, layer=layer, frames_changed=frames, state=self._state(session, grant))
+
+    # --- propagation results, kept so a replay (undo, reopen) doesn't track again -------------
+
+    def _propagation_path(self, job_id: str, edit_id: int) -> Path:
+        return self.settings.data_dir / "refine" / job_id / f"propagate_{edit_id}.npz"
+
+    def _keep_propagation(self, job_id: str, edit_id: int, book: LayerBook, layer: str, changed: set[int]) -> None:
+        positions = sorted(changed)
+        masks = np.stack([book.mask(layer, p) for p in positions]) if positions else np.zeros((0, *book.shape), bool)
+        with atomic_path(self._propagation_path(job_id, edit_id)) as tmp, tmp.open("wb") as fh:
+            np.savez_compressed(fh, positions=np.array(positions, np.int32), masks=np.packbits(masks, axis=-1))
+
+    def _replay_propagation(self, session: RefineSession, stored: StoredEdit) -> bool:
+        """Apply a stored propagation's kept result; False when there is none (track again).
+        Edits are append-only behind the last one in effect, so what came before is unchanged."""
+        if not isinstance(stored.edit, PropagateEdit):
+            return False
+        path = self._propagation_path(session.job.id, stored.id)
+        if not path.exists():
+            return False
+        book = session.engine.book
+        with np.load(path) as data:
+            masks = np.unpackbits(data["masks"], axis=-1, count=book.shape[1]).astype(bool)
+            for pos, mask in zip(data["positions"].tolist(), masks, strict=True):
+                book.set_mask(stored.edit.layer, pos, mask, keyframe=False)
+        return True
 
     def undo(self, job_id: str, grant: TokenGrant) -> RefineState:
         job = self._job(job_id)
@@ -227,7 +265,7 @@ class RefineService:
         session = self.session(job_id)
         job = session.job
         self._may_edit(job, grant)
-        edits = self.stores.refine_edits.active(job_id)
+        edits = [e.edit for e in self.stores.refine_edits.active(job_id)]
         if not edits:
             raise InvalidSpec.on_field("edits", "nothing to deliver: this job has no edits")
         started = time.monotonic()

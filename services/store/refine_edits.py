@@ -21,27 +21,27 @@ class RefineEdits:
             rows = s.scalars(select(RefineEditRow).where(RefineEditRow.job_id == job_id).order_by(RefineEditRow.seq))
             return [_stored(r) for r in rows]
 
-    def active(self, job_id: str) -> list[Edit]:
-        return [e.edit for e in self.all(job_id) if not e.undone]
+    def active(self, job_id: str) -> list[StoredEdit]:
+        return [e for e in self.all(job_id) if not e.undone]
 
-    def append(self, job_id: str, actor: str, edit: Edit, seconds: float = 0.0) -> int:
-        """A new edit ends the redo history (as in every editor); returns its sequence number."""
+    def append(self, job_id: str, actor: str, edit: Edit, seconds: float = 0.0) -> StoredEdit:
+        """A new edit ends the redo history (as in every editor)."""
         with self.db.session() as s:
             s.execute(delete(RefineEditRow).where(RefineEditRow.job_id == job_id, RefineEditRow.undone))
             seq = (s.scalar(select(func.max(RefineEditRow.seq)).where(RefineEditRow.job_id == job_id)) or 0) + 1
-            s.add(
-                RefineEditRow(
-                    job_id=job_id,
-                    seq=seq,
-                    actor=actor,
-                    at=utcnow(),
-                    edit=edit.model_dump(mode="json"),
-                    kind=edit.kind,
-                    seconds=round(seconds, 4),
-                    undone=False,
-                )
+            row = RefineEditRow(
+                job_id=job_id,
+                seq=seq,
+                actor=actor,
+                at=utcnow(),
+                edit=edit.model_dump(mode="json"),
+                kind=edit.kind,
+                seconds=round(seconds, 4),
+                undone=False,
             )
-            return seq
+            s.add(row)
+            s.flush()
+            return _stored(row)
 
     def undo(self, job_id: str) -> StoredEdit | None:
         """Mark the last edit in effect undone; None when there is none."""
@@ -55,9 +55,7 @@ class RefineEdits:
             if row is None:
                 return None
             row.undone = True
-            return StoredEdit(
-                seq=row.seq, actor=row.actor, at=row.at, edit=_EDIT.validate_python(row.edit), undone=True
-            )
+            return _stored(row)
 
     def redo(self, job_id: str) -> StoredEdit | None:
         with self.db.session() as s:
@@ -88,4 +86,6 @@ class RefineEdits:
 
 
 def _stored(row: RefineEditRow) -> StoredEdit:
-    return StoredEdit(seq=row.seq, actor=row.actor, at=row.at, edit=_EDIT.validate_python(row.edit), undone=row.undone)
+    return StoredEdit(
+        id=row.id, seq=row.seq, actor=row.actor, at=row.at, edit=_EDIT.validate_python(row.edit), undone=row.undone
+    )
