@@ -80,16 +80,7 @@ def submit(settings: Settings, plate: Path, farm_root: Path, user: str = "alice"
 
 def run_tasks(runtime: FarmWorker, job_id: str | None = None, limit: int = 500) -> int:
     """Run ready tasks in this process, in dispatch order, until none is ready; returns how many ran."""
-    ran = 0
-    for _ in range(limit):
-        ready = [c for c in runtime.tasks.candidates() if job_id is None or c.job_id == job_id]
-        if not ready:
-            break
-        token = runtime.tasks.mark_queued(ready[0].task_id, "inline")
-        assert token is not None
-        runtime.run_task(ready[0].task_id, token)
-        ran += 1
-    return ran
+    return runtime.run_inline(job_id, limit)
 
 
 def finished_job(settings: Settings, plate: Path, farm_root: Path) -> str:

@@ -230,3 +230,16 @@ def test_bench_refine_refuses_a_bad_device_before_any_work() -> None:
 
     result = CliRunner().invoke(cli, ["bench-refine", "--latency-only", "--device", "gpu0"])
     assert result.exit_code == 2 and "--device" in result.output and "cuda:N" in result.output
+
+
+def test_bench_deliver_prints_seconds_per_frame_and_refuses_a_bad_size(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["bench-deliver", "--frames", "4", "--size", "320x180", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "delivered v002 of 4 frames at 320x180" in result.output and "s/frame" in result.output
+    assert (tmp_path / "farm/renders/bench010/roto/v002").is_dir()
+    bad = CliRunner().invoke(cli, ["bench-deliver", "--size", "big"])
+    assert bad.exit_code == 2 and "--size" in bad.output

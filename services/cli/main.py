@@ -42,6 +42,7 @@ for command in (
     evaluation.bench_api,
     refine_bench.bench_refine,
     refine_bench.refine,
+    refine_bench.bench_deliver,
 ):
     cli.add_command(command)
 

@@ -21,6 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from farm_config.settings import Sam2Size
+from schemas import JobSpec
 from schemas.refine import EditList
 from services.cli.common import PROGRESS_COLUMNS, client, console, err, farm_errors
 from services.client import FarmAPIError
@@ -184,3 +185,55 @@ def refine(job_id: str, edits_file: Path, deliver: bool) -> None:
             f"delivered v{out.version:03d} (from v{out.parent_version:03d}): {out.output_pattern}; "
             f"layers made anew: {', '.join(out.layers_rewritten) or 'none'}; {out.seconds:.1f}s"
         )
+
+
+@click.command("bench-deliver")
+@click.option("--frames", type=click.IntRange(2, 500), default=12, show_default=True)
+@click.option("--size", default="1920x1080", show_default=True, help="Plate size, WIDTHxHEIGHT.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Keep the farm here.")
+def bench_deliver(frames: int, size: str, workdir: Path | None) -> None:
+    """Seconds per frame of a refinement delivery: a synthetic shot through the automatic pass on an
+    in-process farm, one click and a propagation, then the next version written."""
+    from farm_config.settings import Settings, TokenGrant
+    from schemas.refine import ClickEdit, PropagateEdit
+    from services.composition import build_job_service, build_refine_service, build_worker, open_stores
+    from workers.synthetic.shot import write_shot
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("write the size as WIDTHxHEIGHT, e.g. 1920x1080", param_hint="--size") from None
+    with tempfile.TemporaryDirectory(prefix="mattefarm-bench-deliver-") as tmp:
+        root = (workdir or Path(tmp)).resolve()
+        farm = root / "farm"
+        farm.mkdir(parents=True, exist_ok=True)
+        settings = Settings(
+            data_dir=root / "data", read_roots=[farm], write_roots=[farm], model_backend="synthetic", review=False
+        )
+        plate = write_shot(farm, "bench010", frames=frames, width=width, height=height, objects=3, seed=5)
+        stores = open_stores(settings)
+        grant = TokenGrant("bench", True)
+        jobs = build_job_service(settings, stores)
+        with console.status("automatic pass…"):
+            job_id = jobs.submit(
+                JobSpec(plate=str(plate), prompt="ball, box, car", output_root=str(farm / "renders")), grant
+            ).id
+            worker = build_worker(settings, register=False, broker=False)
+            try:
+                worker.run_inline(job_id)
+            finally:
+                worker.close()
+        refine = build_refine_service(settings, stores, jobs)
+        state = refine.state(job_id, grant)
+        layer = state.layers[0]
+        middle = layer.frames[len(layer.frames) // 2]
+        refine.apply(job_id, ClickEdit(layer=layer.name, frame=middle, x=1.0, y=1.0, positive=True), grant)
+        propagated = refine.apply(job_id, PropagateEdit(layer=layer.name), grant)
+        with console.status("delivering…"):
+            out = refine.deliver(job_id, grant)
+        stores.close()
+    console.print(
+        f"delivered v{out.version:03d} of {frames} frames at {width}x{height}: {out.seconds:.2f}s, "
+        f"{out.seconds / frames:.3f} s/frame ({out.frames_rewritten} frame(s) with a layer made anew, "
+        f"{len(propagated.frames_changed)} propagated; layers made anew: {', '.join(out.layers_rewritten)})"
+    )

@@ -34,6 +34,21 @@ class FarmWorker:
         self.after_task()
         return closed
 
+    def run_inline(self, job_id: str | None = None, limit: int = 100_000) -> int:
+        """Run ready tasks in this process, in dispatch order, until none is ready (no broker: a
+        benchmark's or a test's farm); returns how many ran."""
+        ran = 0
+        for _ in range(limit):
+            ready = [c for c in self.tasks.candidates() if job_id is None or c.job_id == job_id]
+            if not ready:
+                break
+            token = self.tasks.mark_queued(ready[0].task_id, "inline")
+            if token is None:
+                continue  # someone else took it first
+            self.run_task(ready[0].task_id, token)
+            ran += 1
+        return ran
+
     def after_task(self) -> None:
         try:
             self.webhooks.drain()
