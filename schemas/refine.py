@@ -141,6 +141,16 @@ class RefineState(BaseModel):
     delivered: list[int] = Field(default_factory=list, description="Versions delivered from these edits.")
 
 
+class RefineProgress(BaseModel):
+    """The job's current (or last) propagation, for the page and the dashboard."""
+
+    layer: str
+    frames_done: int
+    frames_total: int = Field(description="Frames it may track: to each next keyframe (fewer if the object is lost).")
+    running: bool
+    seconds: float
+
+
 class EditResult(BaseModel):
     seq: int
     layer: str | None = Field(None, description="The layer the edit made or changed.")

@@ -252,3 +252,36 @@ def test_a_replay_reuses_a_propagation_instead_of_tracking_again(refine: tuple[T
     assert api.post(f"/jobs/{job}/refine/redo", headers=auth()).status_code == 200
     assert np.array_equal(_layers_png(api, job, layer["frames"][0]), after)  # the same result…
     assert tracker.counters["tracking_steps"] == steps  # …without tracking again
+
+
+def test_a_propagations_progress_is_readable_while_and_after_it_runs(
+    refine: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    api, job = refine
+    assert api.get(f"/jobs/{job}/refine/progress", headers=auth()).json() is None
+    layer = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"][0]
+    frame = layer["frames"][len(layer["frames"]) // 2]
+    brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6]], "radius": 3}
+    assert api.post(f"/jobs/{job}/refine/edits", json=brush, headers=auth()).status_code == 200
+    service = api.app.state.refine  # type: ignore[attr-defined]
+    tracker = service.models.get(service.settings).tracker
+    seen: list[dict] = []
+    halfway = threading.Event()
+    track = tracker.track
+
+    def slow_track(frames, prompts):  # type: ignore[no-untyped-def]
+        for n, out in enumerate(track(frames, prompts)):
+            if n == 2 and not halfway.is_set():
+                halfway.set()
+                seen.append(api.get(f"/jobs/{job}/refine/progress", headers=auth()).json())
+            yield out
+
+    monkeypatch.setattr(tracker, "track", slow_track)
+    done = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer["name"]}, headers=auth())
+    assert done.status_code == 200
+    (during,) = seen
+    assert during["running"] and 0 < during["frames_done"] < during["frames_total"] and during["layer"] == layer["name"]
+    after = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
+    assert not after["running"] and after["frames_done"] == after["frames_total"] == during["frames_total"]

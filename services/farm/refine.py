@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from schemas.refine import (
     EditResult,
     PropagateEdit,
     RefineLayer,
+    RefineProgress,
     RefineState,
     StoredEdit,
 )
@@ -86,6 +88,7 @@ class RefineService:
         self.settings, self.stores, self.jobs, self.models = settings, stores, jobs, models
         self._sessions: OrderedDict[str, RefineSession] = OrderedDict()
         self._lock = threading.Lock()
+        self._progress: dict[str, RefineProgress] = {}
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -200,11 +203,15 @@ class RefineService:
         self._may_edit(session.job, grant)
         with session.lock:
             started = time.perf_counter()
+            if isinstance(edit, PropagateEdit):
+                session.engine.on_progress = self._reporter(job_id, edit.layer, started)
             try:
                 layer, changed = apply_edit(session.engine, edit, session.positions)
             except RefineError as exc:
                 self._drop(job_id)  # the session may hold half an edit: replay it next time
                 raise InvalidSpec.on_field(exc.field, exc.message) from None
+            finally:
+                session.engine.on_progress = _quiet  # replays report nothing
             seconds = time.perf_counter() - started
             stored = self.stores.refine_edits.append(job_id, grant.user, edit, seconds)
             session.applied += 1
@@ -212,6 +219,22 @@ class RefineService:
                 self._keep_propagation(job_id, stored.id, session.engine.book, edit.layer, changed)
         frames = sorted(session.job.frames[p] for p in changed)
         return EditResult(seq=stored.seq, layer=layer, frames_changed=frames, state=self._state(session, grant))
+
+    def progress(self, job_id: str) -> RefineProgress | None:
+        self._job(job_id)
+        return self._progress.get(job_id)
+
+    def _reporter(self, job_id: str, layer: str, started: float) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            self._progress[job_id] = RefineProgress(
+                layer=layer,
+                frames_done=done,
+                frames_total=total,
+                running=done < total,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+
+        return report
 
     # --- propagation results, kept so a replay (undo, reopen) doesn't track again -------------
 
@@ -326,6 +349,10 @@ class RefineService:
             frames_rewritten=rewritten,
             seconds=round(seconds, 3),
         )
+
+
+def _quiet(done: int, total: int) -> None:
+    pass
 
 
 def _made_anew(book: LayerBook, name: str) -> bool:

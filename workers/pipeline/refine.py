@@ -38,6 +38,7 @@ class RefineEngine:
     tracker: Tracker
     prompts: dict[tuple[str, int], FramePrompt] = field(default_factory=dict)
     bases: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # the mask before the prompt
+    on_progress: Callable[[int, int], None] = lambda done, total: None  # frames tracked of at most total
 
     @property
     def size(self) -> tuple[int, int]:
@@ -101,19 +102,26 @@ class RefineEngine:
         or until the object is lost; returns the positions whose mask this rewrote."""
         target = self.book.layer(layer)
         changed: set[int] = set()
-        for span in propagation_spans(target.keyframes, self.book.frames):
+        spans = propagation_spans(target.keyframes, self.book.frames)
+        total, done = sum(len(span) - 1 for span in spans), 0
+        self.on_progress(0, total)
+        for span in spans:
             prompt = self.book.mask(layer, span[0])
             if not prompt.any():
+                done += len(span) - 1
                 continue  # a keyframe where the artist removed the object: nothing to carry
             frames = [self.frame_at(pos) for pos in span]
             for pos, (_, out) in zip(span, self.tracker.track(frames, {TRACKED_ID: prompt}), strict=False):
                 if pos == span[0]:
                     continue
+                done += 1
+                self.on_progress(done, total)
                 mask = out[TRACKED_ID] > 0
                 if not mask.any():
                     break  # lost: frames beyond keep what they had
                 self.book.set_mask(layer, pos, mask, keyframe=False)
                 changed.add(pos)
+        self.on_progress(total, total)  # a span cut short by a lost object is done too
         return changed
 
 

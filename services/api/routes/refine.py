@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import FileResponse, Response
 
-from schemas.refine import DeliverResult, Edit, EditResult, RefineState, StoredEdit
+from schemas.refine import DeliverResult, Edit, EditResult, RefineProgress, RefineState, StoredEdit
 from services.api.deps import UserDep
 from services.api.routes.dashboard import STATIC
 from services.api.routes.jobs import ERRORS
@@ -48,6 +48,12 @@ def refine_plate(job_id: str, frame: int, refine: RefineDep, _: UserDep) -> Resp
 def refine_layers(job_id: str, frame: int, refine: RefineDep, _: UserDep) -> Response:
     """The frame's layers as an index image: value i is the state's i-th layer (0: none)."""
     return Response(refine.layers_png(job_id, frame), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/progress", responses=ERRORS)
+def refine_progress(job_id: str, refine: RefineDep, _: UserDep) -> RefineProgress | None:
+    """The job's current propagation (frames tracked of at most how many), or its last one."""
+    return refine.progress(job_id)
 
 
 @router.get("/edits", responses=ERRORS)
