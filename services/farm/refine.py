@@ -43,7 +43,7 @@ from workers.io.atomic import atomic_path, write_json_atomic
 from workers.io.plate import PlateDecoder, resolve_plate
 from workers.io.review import layer_colour
 from workers.io.sequence import SequencePattern
-from workers.models.interfaces import ModelFrame
+from workers.pipeline.frames import FrameSource
 from workers.pipeline.refine import RefineEngine, apply_edit
 from workers.pipeline.refine_delivery import deliver_version, load_book
 from workers.runtime.model_cache import ModelCache
@@ -52,31 +52,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FrameReader:
-    """The job's frames as the models see them (working resolution, the farm's OCIO view),
-    decoded on first touch and kept: an artist goes back and forth over the same frames."""
-
-    job: JobStatus
-    decoder: PlateDecoder
-    keep: int  # frames held (MATTEFARM_REFINE_FRAMES_CACHED): an artist works around a few frames
-    images: OrderedDict[int, ModelFrame] = field(default_factory=OrderedDict)
-
-    def at(self, pos: int) -> ModelFrame:
-        frame = self.job.frames[pos]
-        if frame in self.images:
-            self.images.move_to_end(frame)
-        else:
-            image = self.decoder.model_frame(frame)
-            self.images[frame] = ModelFrame(frame, image, self.decoder.plate.path_for(frame))
-            while len(self.images) > self.keep:
-                self.images.popitem(last=False)
-        return self.images[frame]
-
-
-@dataclass
 class RefineSession:
     job: JobStatus
-    frames: FrameReader
+    frames: FrameSource  # decoded on first touch, the last few kept: an artist works around a few frames
     engine: RefineEngine
     positions: dict[int, int]  # plate frame → position
     applied: int = 0  # stored edits replayed into this session
@@ -135,7 +113,7 @@ class RefineService:
         output = SequencePattern.parse(job.output_pattern)
         book = load_book(output.path_for, job.frames, {ly.name: ly.label for ly in job.layers}, decoder.size)
         positions = {frame: pos for pos, frame in enumerate(job.frames)}
-        frames = FrameReader(job, decoder, self.settings.refine_frames_cached)
+        frames = FrameSource(decoder, keep=self.settings.refine_frames_cached, threads=0)
         return RefineSession(job, frames, RefineEngine(book, frames.at, models.refiner, models.tracker), positions)
 
     # --- reading -----------------------------------------------------------------------------

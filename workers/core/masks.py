@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+LOGIT_CLIP = 12.0
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -13,3 +16,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     out: np.ndarray = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
     return out
+
+
+def mask_to_logits(mask: np.ndarray) -> np.ndarray:
+    """A hard mask as logits with a one-pixel soft edge, like a segmenter's output."""
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)
+    soft = np.clip(soft, 1e-5, 1 - 1e-5)
+    logits: np.ndarray = np.clip(np.log(soft / (1 - soft)), -LOGIT_CLIP, LOGIT_CLIP).astype(np.float32)
+    return logits

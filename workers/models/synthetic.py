@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from workers.core.masks import mask_to_logits
 from workers.models.interfaces import Detection, ModelFrame
 from workers.synthetic.truth import TruthReader
-
-_LOGIT_CLIP = 12.0
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,6 @@ class SyntheticNoise:
 
 def _rng(noise: SyntheticNoise, role: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([noise.seed, role, *(k & 0xFFFFFFFF for k in keys)])
-
-
-def mask_to_logits(mask: np.ndarray) -> np.ndarray:
-    """A hard mask as logits with a one-pixel soft edge, like a segmenter's output."""
-    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)
-    soft = np.clip(soft, 1e-5, 1 - 1e-5)
-    return np.clip(np.log(soft / (1 - soft)), -_LOGIT_CLIP, _LOGIT_CLIP).astype(np.float32)
 
 
 def perturb_boundary(mask: np.ndarray, rng: np.random.Generator, max_px: int) -> np.ndarray:

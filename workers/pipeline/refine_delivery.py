@@ -16,12 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from workers.core.masks import mask_to_logits
 from workers.core.refine import LayerBook
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels, to_half, write_exr_atomic
 from workers.pipeline.export import matte_channels, plate_matte
-
-EDGE_LOGIT = 8.0  # a mask's inside and outside, as logits for the plate-resolution matte
 
 
 def load_book(
@@ -44,12 +43,6 @@ def load_book(
         book.add(name, label, masks[name])
     book.changed.clear()
     return book
-
-
-def mask_logits(mask: np.ndarray) -> np.ndarray:
-    """A working-resolution mask as logits with a one-pixel soft edge, for ``plate_matte``."""
-    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)
-    return np.clip((soft - 0.5) * 4 * EDGE_LOGIT, -EDGE_LOGIT, EDGE_LOGIT).astype(np.float32)
 
 
 def deliver_version(
@@ -77,7 +70,7 @@ def deliver_version(
             if pos not in layer.masks:
                 halves.append(empty)
             elif pos in book.changed.get(name, set()) or not layer.sources:
-                halves.append(to_half(plate_matte(mask_logits(layer.masks[pos]), size)))
+                halves.append(to_half(plate_matte(mask_to_logits(layer.masks[pos]), size)))
                 anew = True
             else:
                 copied = [parent[f"{source}.A"] for source in sorted(layer.sources) if f"{source}.A" in parent]
