@@ -19,6 +19,7 @@ from celery import Celery
 from farm_config.settings import Settings, get_settings
 
 RUN_TASK = "mattefarm.run_task"  # one message per task (a chunk of a stage); the dispatcher names its queue
+PROPAGATE_TASK = "mattefarm.propagate"  # one message per artist propagation (``refine_queue``)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -150,11 +150,20 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Where the API listens.")
     api_port: int = Field(8321, ge=1, le=65535)
     page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
-    # artist refinement (answered in the API process)
+    # artist refinement: clicks answered in the API process, propagations on workers
     refine_sessions: int = Field(8, ge=1, le=256, description="Jobs held open for refinement at once per API process.")
     refine_frames_cached: int = Field(
         64, ge=4, le=4096, description="Working-resolution frames a refinement session keeps decoded (≈1.8 MB each)."
     )
+    refine_queue: str = Field(
+        "gpu",
+        description="Queue propagations are sent to: served by workers with the tracker loaded. A queue of its own "
+        "(e.g. 'refine', with a GPU worker listening) keeps an artist's propagation from waiting behind batch tasks.",
+    )
+    refine_stale_s: float = Field(
+        30.0, gt=0, description="A propagation whose worker has not reported for this long is sent to another worker."
+    )
+    refine_attempts: int = Field(3, ge=1, le=10, description="Workers a propagation may start on before it fails.")
     # the CLI's side: which farm it talks to and as whom
     api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
     token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")
@@ -224,12 +233,15 @@ class Settings(BaseSettings):
 
     @property
     def consumed_queues(self) -> list[str]:
-        """The queues a worker started with these settings consumes."""
+        """The queues a worker started with these settings consumes: as given, else its profile's
+        (or gpu and cpu), with the refine queue on every GPU worker (its tracker is warm)."""
         if self.worker_queues:
             return list(self.worker_queues)
-        if self.worker_profile:
-            return [get_profile(self.worker_profile).queue]
-        return [self.gpu_queue, self.cpu_queue]
+        queues = [get_profile(self.worker_profile).queue] if self.worker_profile else [self.gpu_queue, self.cpu_queue]
+        gpu = any(q == self.gpu_queue or q.startswith(f"{self.gpu_queue}.") for q in queues)  # gpu, gpu.a4000…
+        if gpu and self.refine_queue not in queues:
+            queues.append(self.refine_queue)
+        return queues
 
     @property
     def resolved_api_url(self) -> str:

@@ -6,6 +6,7 @@ pixels (the size ``RefineState.size`` gives). An edit list replays exactly: prop
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -141,21 +142,46 @@ class RefineState(BaseModel):
     delivered: list[int] = Field(default_factory=list, description="Versions delivered from these edits.")
 
 
-class RefineProgress(BaseModel):
-    """The job's current (or last) propagation, for the page and the dashboard."""
+class PropagationState(StrEnum):
+    QUEUED = "queued"  # sent to the refine queue; waits for a worker with the tracker loaded
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # its result is stored as the edit it became
+    FAILED = "failed"
 
+    @property
+    def is_open(self) -> bool:
+        return self in (PropagationState.QUEUED, PropagationState.RUNNING)
+
+
+class RefineProgress(BaseModel):
+    """A propagation: a farm task that tracks one layer from its keyframes (the page and the
+    dashboard show it; while it is open the job takes no other edit)."""
+
+    task_id: int
+    job_id: str
     layer: str
+    actor: str
+    state: PropagationState
+    worker: str | None = None
+    attempts: int = Field(0, description="Workers that started it (a worker that died is replaced).")
     frames_done: int
     frames_total: int = Field(description="Frames it may track: to each next keyframe (fewer if the object is lost).")
-    running: bool
-    seconds: float
+    running: bool = Field(description="Queued or running: the page waits, other edits are refused.")
+    seconds: float = Field(description="Since it was asked for (while open), or how long it took.")
+    error: str | None = None
+    edit_seq: int | None = Field(None, description="The stored edit it became, once it succeeded.")
+    frames_changed: list[int] = Field(default_factory=list, description="Plate frames it rewrote, once it succeeded.")
+    created_at: datetime
 
 
 class EditResult(BaseModel):
-    seq: int
+    seq: int | None = Field(None, description="The stored edit's sequence number (a propagation: once it has run).")
     layer: str | None = Field(None, description="The layer the edit made or changed.")
     frames_changed: list[int] = Field(default_factory=list)
     state: RefineState
+    propagation: RefineProgress | None = Field(
+        None, description="A propagation runs as a farm task: poll GET /jobs/{id}/refine/progress."
+    )
 
 
 class DeliverResult(BaseModel):

@@ -13,12 +13,13 @@ Errors form one tree::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from schemas import Event, FarmOverview, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse, WorkerInfo
-from schemas.refine import DeliverResult, Edit, EditResult, RefineState
+from schemas.refine import DeliverResult, Edit, EditResult, RefineProgress, RefineState
 from schemas.task import BulkControlResult, ControlResult, TaskLog, TaskStatus
 
 
@@ -157,6 +158,32 @@ class FarmClient:
     def refine_edit(self, job_id: str, edit: Edit) -> EditResult:
         payload = edit.model_dump(mode="json")
         return EditResult.model_validate(self._call("POST", f"/jobs/{job_id}/refine/edits", json=payload))
+
+    def refine_progress(self, job_id: str) -> RefineProgress | None:
+        data = self._call("GET", f"/jobs/{job_id}/refine/progress")
+        return RefineProgress.model_validate(data) if data is not None else None
+
+    def wait_propagation(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 3600.0,
+        poll: float = 0.5,
+        on_progress: Callable[[RefineProgress], None] | None = None,
+    ) -> RefineProgress:
+        """Poll until the job's propagation is over; raises TimeoutError past ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            progress = self.refine_progress(job_id)
+            if progress is None:
+                raise FarmNotFound(404, "not_found", f"job {job_id} has no propagation", [])
+            if on_progress is not None:
+                on_progress(progress)
+            if not progress.running:
+                return progress
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"propagation {progress.task_id} still {progress.state} after {timeout:.0f}s")
+            time.sleep(poll)
 
     def refine_deliver(self, job_id: str) -> DeliverResult:
         return DeliverResult.model_validate(self._call("POST", f"/jobs/{job_id}/refine/deliver"))

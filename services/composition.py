@@ -16,13 +16,14 @@ from services.farm.broker import CeleryBroker
 from services.farm.dispatcher import Broker, Dispatcher
 from services.farm.jobs import JobService
 from services.farm.overview import FarmService
-from services.farm.refine import RefineService
+from services.farm.refine import PropagationSender, RefineService
 from services.farm.webhooks import WebhookSender
 from services.farm.worker_node import FarmWorker
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
+from services.store.refine_tasks import RefineTasks
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 from workers.runtime.model_cache import ModelCache
@@ -45,11 +46,12 @@ def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
         workers=WorkerRegistry(db, settings.heartbeat_timeout_s),
         outbox=WebhookOutbox(db),
         refine_edits=RefineEdits(db),
+        refine_tasks=RefineTasks(db),
     )
 
 
 def build_dispatcher(settings: Settings, stores: FarmStores, broker: Broker, name: str) -> Dispatcher:
-    return Dispatcher(settings, stores.tasks, stores.workers, broker, name=name)
+    return Dispatcher(settings, stores.tasks, stores.workers, broker, name=name, refine_tasks=stores.refine_tasks)
 
 
 @dataclass
@@ -129,7 +131,7 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         broker=sender,
         jobs=jobs,
         farm=FarmService(stores.tasks, stores.workers, sender.depth),
-        refine=build_refine_service(settings, stores, jobs),
+        refine=build_refine_service(settings, stores, jobs, sender),
         loops=FarmLoops(dispatcher, webhooks, settings.dispatch_every_s),
         run_loops=settings.dispatcher,
         owned_broker=owned,
@@ -148,9 +150,12 @@ def build_dispatcher_loops(settings: Settings) -> tuple[FarmLoops, FarmStores, C
     return loops, stores, broker
 
 
-def build_refine_service(settings: Settings, stores: FarmStores, jobs: JobService) -> RefineService:
-    """Refinement answers clicks in this process from its own warm models (docs/refinement.md)."""
-    return RefineService(settings, stores, jobs, ModelCache())
+def build_refine_service(
+    settings: Settings, stores: FarmStores, jobs: JobService, broker: PropagationSender
+) -> RefineService:
+    """Refinement answers clicks in this process from its own warm models, and sends propagations
+    to the workers (docs/refinement.md)."""
+    return RefineService(settings, stores, jobs, ModelCache(), broker)
 
 
 def build_job_service(settings: Settings, stores: FarmStores) -> JobService:

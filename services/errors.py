@@ -45,3 +45,9 @@ class QueueUnavailable(FarmServiceError):
 
 class JobNotReady(FarmServiceError):
     status, code = 409, "job_not_ready"
+
+
+class RefineBusy(FarmServiceError):
+    """A propagation of the job is queued or running: edits wait for it (they would change what it tracks)."""
+
+    status, code = 409, "refine_busy"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farm_config import Settings
 from schemas import JobSpec
@@ -40,9 +40,13 @@ class RecordingQueue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, str, str]] = []
+        self.propagations: list[tuple[int, str]] = []
 
     def send(self, task_id: int, token: str, queue: str) -> None:
         self.sent.append((task_id, token, queue))
+
+    def send_propagation(self, task_id: int, queue: str) -> None:
+        self.propagations.append((task_id, queue))
 
     def depth(self, queues: list[str] = ()) -> dict[str, int]:  # type: ignore[assignment]
         counts = {q: 0 for q in ("gpu", "cpu", *queues)}
@@ -51,11 +55,41 @@ class RecordingQueue:
         return counts
 
 
+class WorkerQueue(RecordingQueue):
+    """A queue with a worker behind it for propagations, in this process: each runs as it is sent
+    or, with ``background``, on a thread of its own, as a worker elsewhere would."""
+
+    def __init__(self, settings: Settings, *, background: bool = False) -> None:
+        super().__init__()
+        self.settings, self.background = settings, background
+
+    def send_propagation(self, task_id: int, queue: str) -> None:
+        import threading
+
+        super().send_propagation(task_id, queue)
+        if self.background:
+            threading.Thread(target=self._run, args=(task_id,), daemon=True).start()
+        else:
+            self._run(task_id)
+
+    def _run(self, task_id: int) -> None:
+        from services.composition import build_worker
+
+        worker = build_worker(self.settings, register=False, broker=False)
+        try:
+            worker.run_propagation(task_id)
+        finally:
+            worker.close()
+
+
 class DownQueue(RecordingQueue):
     def send(self, task_id: int, token: str, queue: str) -> None:
         from services.errors import QueueUnavailable
 
         raise QueueUnavailable("the queue is unreachable (test)")
+
+    def send_propagation(self, task_id: int, queue: str) -> None:
+        self.send(task_id, "", queue)
 
     def depth(self, queues: list[str] = ()) -> dict[str, int]:  # type: ignore[assignment]
         raise ConnectionError("broker down (test)")
@@ -97,3 +131,22 @@ def finished_job(settings: Settings, plate: Path, farm_root: Path) -> str:
     finally:
         worker.close()
     return job_id
+
+
+def propagate(api: Any, settings: Settings, job_id: str, layer: str, token: str = ALICE) -> dict[str, Any]:
+    """Ask for a propagation through the API, run it as a worker would (in this process), and
+    return its progress once it is over."""
+    from services.composition import build_worker
+
+    asked = api.post(f"/jobs/{job_id}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth(token))
+    assert asked.status_code == 200, asked.text
+    task = asked.json()["propagation"]
+    assert task is not None and task["state"] == "queued", task
+    worker = build_worker(settings, register=False, broker=False)
+    try:
+        worker.run_propagation(task["task_id"])
+    finally:
+        worker.close()
+    done: dict[str, Any] = api.get(f"/jobs/{job_id}/refine/progress", headers=auth(token)).json()
+    assert done["task_id"] == task["task_id"] and not done["running"], done
+    return done

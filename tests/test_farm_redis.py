@@ -137,3 +137,41 @@ def test_cli_errors_are_one_readable_line(farm: LiveFarm) -> None:
         env=farm.env | {"MATTEFARM_API_URL": "http://127.0.0.1:9", "MATTEFARM_TOKEN": ALICE},
     )
     assert unreachable.returncode == 3 and "can't reach the farm" in unreachable.stderr
+
+
+def test_a_propagation_runs_as_a_farm_task_on_the_worker(farm: LiveFarm, tmp_path: Path) -> None:
+    import json
+
+    with farm.client() as client:
+        job = client.submit(
+            {
+                "plate": plate(farm),
+                "prompt": "ball, box",
+                "output_root": str(farm.root / "renders"),
+                "frames": "1001-1012",
+            }
+        )
+        job = client.wait(job.id, timeout=120, poll=0.2)
+        assert job.state == JobState.SUCCEEDED
+        layer = client.refine_state(job.id).layers[0]
+    edits = tmp_path / "edits.json"
+    edits.write_text(
+        json.dumps(
+            {
+                "edits": [
+                    {"kind": "brush", "layer": layer.name, "frame": layer.frames[0], "points": [[4, 4], [9, 6]]},
+                    {"kind": "propagate", "layer": layer.name},
+                ]
+            }
+        )
+    )
+    replayed = farm.cli("refine", job.id, "--edits", str(edits), "--deliver")
+    assert replayed.returncode == 0, replayed.stderr + replayed.stdout + farm.log_tails()
+    parent = f"v{job.version:03d}" if job.version else ""
+    assert "2 edit(s) applied" in replayed.stdout and f"(from {parent})" in replayed.stdout, replayed.stdout
+    with farm.client() as client:
+        done = client.refine_progress(job.id)
+    assert done is not None and done.state == "succeeded" and done.worker and done.worker.startswith("test-worker")
+    assert "mattefarm.propagate" in farm.log("test-worker")  # the Celery worker process ran it
+    metrics = httpx.get(f"{farm.url}/metrics", timeout=10).text
+    assert 'mattefarm_refine_propagations{state="succeeded"} 1.0' in metrics

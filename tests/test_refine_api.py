@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farm_config import Settings
-from tests.factories import ADMIN, ALICE, BOB, auth, finished_job
+from tests.factories import ADMIN, ALICE, BOB, WorkerQueue, auth, finished_job, propagate
 from workers.io.exr import read_exr_channels
 
 
@@ -104,7 +105,7 @@ def test_bad_edits_are_refused_naming_the_field_and_change_nothing(refine: tuple
 
 
 def test_delivery_writes_the_next_version_changing_only_the_edited_layer(
-    refine: tuple[TestClient, str], farm_root: Path
+    refine: tuple[TestClient, str], farm_root: Path, settings: Settings
 ) -> None:
     api, job = refine
     status = api.get(f"/jobs/{job}", headers=auth(ALICE)).json()
@@ -125,9 +126,9 @@ def test_delivery_writes_the_next_version_changing_only_the_edited_layer(
         "positive": False,
     }
     assert api.post(f"/jobs/{job}/refine/edits", json=click, headers=auth()).status_code == 200
-    propagated = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": edited}, headers=auth())
-    assert propagated.status_code == 200
-    changed = set(propagated.json()["frames_changed"]) | {frame}
+    propagated = propagate(api, settings, job, edited)
+    assert propagated["state"] == "succeeded" and propagated["frames_changed"], propagated
+    changed = set(propagated["frames_changed"]) | {frame}
     delivered = api.post(f"/jobs/{job}/refine/deliver", headers=auth())
     assert delivered.status_code == 200, delivered.text
     out = delivered.json()
@@ -159,7 +160,7 @@ def test_delivery_writes_the_next_version_changing_only_the_edited_layer(
 
 
 def test_the_cli_replays_an_edit_list_and_delivers(
-    refine: tuple[TestClient, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    refine: tuple[TestClient, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
     from click.testing import CliRunner
 
@@ -179,6 +180,7 @@ def test_the_cli_replays_an_edit_list_and_delivers(
     }
     path = tmp_path / "edits.json"
     path.write_text(json.dumps(edits))
+    monkeypatch.setattr(api.app.state.refine, "broker", WorkerQueue(settings))  # type: ignore[attr-defined]
     transport = api._transport  # the in-process app, as the CLI's client transport
     monkeypatch.setattr(refine_bench, "client", lambda: FarmClient("http://testserver", ALICE, transport=transport))
     result = CliRunner().invoke(cli, ["refine", job, "--edits", str(path), "--deliver"])
@@ -195,7 +197,7 @@ def test_the_cli_replays_an_edit_list_and_delivers(
     assert refused.exit_code == 1 and "edit 1 (merge)" in refused.output and "itself" in refused.output
 
 
-def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
+def test_refinement_is_in_metrics(refine: tuple[TestClient, str], settings: Settings) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     api, job = refine
@@ -204,7 +206,7 @@ def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
     for x in (4.0, 6.0):
         click = {"kind": "click", "layer": layer, "frame": frame, "x": x, "y": 4.0, "positive": True}
         assert api.post(f"/jobs/{job}/refine/edits", json=click, headers=auth()).status_code == 200
-    assert api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth()).is_success
+    assert propagate(api, settings, job, layer)["state"] == "succeeded"
     text = api.get("/metrics").text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -213,6 +215,8 @@ def test_refinement_is_in_metrics(refine: tuple[TestClient, str]) -> None:
     }
     assert samples[("mattefarm_refine_edits_total", (("kind", "click"),))] == 2
     assert samples[("mattefarm_refine_edits_total", (("kind", "propagate"),))] == 1
+    assert samples[("mattefarm_refine_propagations", (("state", "succeeded"),))] == 1
+    assert samples[("mattefarm_refine_propagations", (("state", "running"),))] == 0
     assert samples[("mattefarm_refine_edit_seconds_count", (("kind", "click"),))] == 2
     assert samples[("mattefarm_refine_edit_seconds_bucket", (("kind", "click"), ("le", "+Inf")))] == 2
     for name in ("mattefarm_refine_edit_seconds", "mattefarm_stage_seconds", "mattefarm_task_seconds"):
@@ -235,29 +239,30 @@ def test_sessions_are_bounded_and_a_reopened_job_replays_its_edits(
     assert "kept_name" in names  # reopened by replaying its stored edits
 
 
-def test_a_replay_reuses_a_propagation_instead_of_tracking_again(refine: tuple[TestClient, str]) -> None:
+def test_a_replay_reuses_a_propagation_instead_of_tracking_again(
+    refine: tuple[TestClient, str], settings: Settings
+) -> None:
     api, job = refine
     state = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()
     layer = state["layers"][0]
     frame = layer["frames"][len(layer["frames"]) // 2]
     brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6], [14, 9]], "radius": 3}
     assert api.post(f"/jobs/{job}/refine/edits", json=brush, headers=auth()).status_code == 200
-    propagate = {"kind": "propagate", "layer": layer["name"]}
-    assert api.post(f"/jobs/{job}/refine/edits", json=propagate, headers=auth()).status_code == 200
+    done = propagate(api, settings, job, layer["name"])
+    assert done["state"] == "succeeded" and done["edit_seq"] == 2
     service = api.app.state.refine  # type: ignore[attr-defined]
     tracker = service.models.get(service.settings).tracker
-    steps = tracker.counters["tracking_steps"]
-    after = _layers_png(api, job, layer["frames"][0])
+    after = _layers_png(api, job, layer["frames"][0])  # the API applied the worker's result…
     assert api.post(f"/jobs/{job}/refine/undo", headers=auth()).status_code == 200
     assert api.post(f"/jobs/{job}/refine/redo", headers=auth()).status_code == 200
-    assert np.array_equal(_layers_png(api, job, layer["frames"][0]), after)  # the same result…
-    assert tracker.counters["tracking_steps"] == steps  # …without tracking again
+    assert np.array_equal(_layers_png(api, job, layer["frames"][0]), after)  # …again after undo and redo…
+    assert tracker.counters["tracking_steps"] == 0  # …and never tracked in the API process
 
 
-def test_a_propagations_progress_is_readable_while_and_after_it_runs(
-    refine: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+def test_a_propagations_progress_is_readable_while_it_runs_and_edits_wait_for_it(
+    refine: tuple[TestClient, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
+    from services.composition import build_worker
 
     api, job = refine
     assert api.get(f"/jobs/{job}/refine/progress", headers=auth()).json() is None
@@ -265,23 +270,118 @@ def test_a_propagations_progress_is_readable_while_and_after_it_runs(
     frame = layer["frames"][len(layer["frames"]) // 2]
     brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6]], "radius": 3}
     assert api.post(f"/jobs/{job}/refine/edits", json=brush, headers=auth()).status_code == 200
-    service = api.app.state.refine  # type: ignore[attr-defined]
-    tracker = service.models.get(service.settings).tracker
+    asked = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer["name"]}, headers=auth())
+    task = asked.json()["propagation"]
+    assert asked.status_code == 200 and task["state"] == "queued" and asked.json()["seq"] is None
+    assert api.app.state.refine.broker.propagations == [(task["task_id"], settings.refine_queue)]  # type: ignore[attr-defined]
+    # while it is open, other edits, undo and delivery wait (409 naming it), and a second propagation too
+    for path, body in (
+        ("edits", brush),
+        ("undo", None),
+        ("deliver", None),
+        ("edits", {"kind": "propagate", "layer": layer["name"]}),
+    ):
+        refused = api.post(f"/jobs/{job}/refine/{path}", json=body, headers=auth())
+        assert refused.status_code == 409 and "propagating" in refused.json()["message"], (path, refused.text)
+    worker = build_worker(settings, register=False, broker=False)
+    tracker = worker.models.tracker
     seen: list[dict] = []
-    halfway = threading.Event()
     track = tracker.track
 
     def slow_track(frames, prompts):  # type: ignore[no-untyped-def]
         for n, out in enumerate(track(frames, prompts)):
-            if n == 2 and not halfway.is_set():
-                halfway.set()
+            if n == 2 and not seen:
+                time.sleep(0.3)  # past the runner's progress period
+            if n == 3 and not seen:
                 seen.append(api.get(f"/jobs/{job}/refine/progress", headers=auth()).json())
             yield out
 
     monkeypatch.setattr(tracker, "track", slow_track)
-    done = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer["name"]}, headers=auth())
-    assert done.status_code == 200
+    try:
+        assert worker.run_propagation(task["task_id"]) is not None
+        assert worker.run_propagation(task["task_id"]) is None  # a duplicate message: a no-op
+    finally:
+        worker.close()
     (during,) = seen
-    assert during["running"] and 0 < during["frames_done"] < during["frames_total"] and during["layer"] == layer["name"]
+    assert during["running"] and during["state"] == "running" and during["worker"] == worker.name
+    assert 0 < during["frames_done"] < during["frames_total"] and during["layer"] == layer["name"]
     after = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
-    assert not after["running"] and after["frames_done"] == after["frames_total"] == during["frames_total"]
+    assert after["state"] == "succeeded" and not after["running"] and after["frames_done"] == after["frames_total"]
+    stored = api.get(f"/jobs/{job}/refine/edits", headers=auth()).json()
+    assert [e["edit"]["kind"] for e in stored] == ["brush", "propagate"]  # stored once, by the worker
+    assert api.post(f"/jobs/{job}/refine/undo", headers=auth()).status_code == 200  # edits flow again
+
+
+class Killed(BaseException):
+    """What a SIGKILL does to a propagation: it stops, and nothing in the process records it."""
+
+
+@pytest.mark.parametrize("kill_at", [0, 3, 7])
+def test_a_worker_killed_mid_propagation_is_replaced_and_the_edit_is_stored_once(
+    refine: tuple[TestClient, str], settings: Settings, monkeypatch: pytest.MonkeyPatch, kill_at: int
+) -> None:
+    from services.composition import build_dispatcher, build_worker
+
+    api, job = refine
+    settings.refine_stale_s = 0.2
+    layer = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"][0]
+    frame = layer["frames"][len(layer["frames"]) // 2]
+    brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6]], "radius": 3}
+    assert api.post(f"/jobs/{job}/refine/edits", json=brush, headers=auth()).status_code == 200
+    asked = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer["name"]}, headers=auth())
+    task_id = asked.json()["propagation"]["task_id"]
+    doomed = build_worker(settings, register=False, broker=False, name="doomed:1")
+    track, steps = doomed.models.tracker.track, [0]
+
+    def dies(frames, prompts):  # type: ignore[no-untyped-def]
+        for out in track(frames, prompts):
+            if steps[0] == kill_at:  # counted over both directions: a kill anywhere in the propagation
+                raise Killed
+            steps[0] += 1
+            yield out
+
+    monkeypatch.setattr(doomed.models.tracker, "track", dies)
+    with pytest.raises(Killed):
+        doomed.run_propagation(task_id)
+    doomed.close()
+    held = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
+    assert held["state"] == "running" and held["worker"] == "doomed:1"  # what the kill left
+    queue = api.app.state.refine.broker  # type: ignore[attr-defined]
+    dispatcher = build_dispatcher(settings, api.app.state.refine.stores, queue, "test")  # type: ignore[attr-defined]
+    dispatcher.reconcile_propagations()
+    assert queue.propagations == [(task_id, settings.refine_queue)]  # not yet stale: not sent again
+    time.sleep(0.3)
+    dispatcher.reconcile_propagations()
+    assert queue.propagations[-1] == (task_id, settings.refine_queue) and len(queue.propagations) == 2
+    rescuer = build_worker(settings, register=False, broker=False, name="rescuer:1")
+    try:
+        rescuer.run_propagation(task_id)
+    finally:
+        rescuer.close()
+    done = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
+    assert done["state"] == "succeeded" and done["worker"] == "rescuer:1" and done["attempts"] == 2
+    stored = api.get(f"/jobs/{job}/refine/edits", headers=auth()).json()
+    assert [e["edit"]["kind"] for e in stored] == ["brush", "propagate"]
+
+
+def test_a_propagation_whose_workers_keep_dying_fails_saying_why(
+    refine: tuple[TestClient, str], settings: Settings
+) -> None:
+    from services.composition import build_dispatcher
+
+    api, job = refine
+    settings.refine_stale_s, settings.refine_attempts = 0.05, 2
+    layer = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"][0]["name"]
+    task_id = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth()).json()[
+        "propagation"
+    ]["task_id"]
+    stores = api.app.state.refine.stores  # type: ignore[attr-defined]
+    dispatcher = build_dispatcher(settings, stores, api.app.state.refine.broker, "test")  # type: ignore[attr-defined]
+    for n in range(2):
+        assert stores.refine_tasks.claim(task_id, f"dies:{n}") is not None  # a worker takes it and is killed
+        time.sleep(0.1)
+        dispatcher.reconcile_propagations()
+    failed = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
+    assert failed["state"] == "failed" and "2 workers stopped" in failed["error"] and "dies:1" in failed["error"]
+    again = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth())
+    assert again.status_code == 200  # the artist may ask again

@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
 
 from farm_config import Settings
 from services.api.app import create_app
-from tests.factories import ALICE, RecordingQueue, finished_job, write_small_shot
+from tests.factories import ALICE, WorkerQueue, finished_job, write_small_shot
 from tests.test_dashboard import ARTIFACTS, browser, wait  # noqa: F401 - the browser fixture
 from workers.io.exr import read_exr_channels
 
@@ -33,7 +34,12 @@ def served(settings: Settings, farm_root: Path) -> Iterator[tuple[str, str, Sett
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, queue=RecordingQueue()), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, queue=WorkerQueue(settings, background=True)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -133,7 +139,9 @@ def test_an_artist_fixes_a_layer_in_the_browser_and_delivers_the_next_version(se
     wait(lambda: any(ly["name"] == "hero" for ly in js("return window.refinePage.state.layers")), what="rename")
     stamp = ready()
     browser.find_element(By.ID, "propagate").click()
-    wait(lambda: ready() != stamp and "propagated" in browser.find_element(By.ID, "result").text, what="propagate")
+    wait(lambda: ready() != stamp and "propagated hero" in browser.find_element(By.ID, "result").text, what="propagate")
+    done = httpx.get(f"{url}/jobs/{job_id}/refine/progress", headers={"Authorization": f"Bearer {ALICE}"}).json()
+    assert done["state"] == "succeeded" and done["worker"], done  # it ran as a farm task, on a worker
     browser.find_element(By.ID, "deliver").click()
     wait(lambda: "delivered v002" in browser.find_element(By.ID, "result").text, what="delivery")
     browser.save_screenshot(str(ARTIFACTS / "refine-delivered.png"))
@@ -167,3 +175,14 @@ def test_an_artist_fixes_a_layer_in_the_browser_and_delivers_the_next_version(se
         wait(lambda: all(ly["name"] != others[0] for ly in js("return window.refinePage.state.layers")), what="merge")
     assert _hashes(parent) == parent_hashes
     browser.save_screenshot(str(ARTIFACTS / "refine-merged.png"))
+
+    # the dashboard lists the propagation: the farm task, its worker and its frames
+    browser.get(f"{url}/dashboard")
+    if browser.find_elements(By.ID, "token-input") and browser.find_element(By.ID, "token-input").is_displayed():
+        browser.find_element(By.ID, "token-input").send_keys(ALICE)
+        browser.find_element(By.ID, "token-save").click()
+    row = f'#propagations tr.propagation[data-id="{done["task_id"]}"]'
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, row), what="the propagation on the dashboard")
+    text = browser.find_element(By.CSS_SELECTOR, row).text
+    assert "hero" in text and "succeeded" in text and done["worker"] in text, text
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-propagations.png"))

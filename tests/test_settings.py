@@ -77,8 +77,11 @@ def test_embedded_default_uses_a_local_broker(tmp_path: Path) -> None:
 
 
 def test_a_worker_consumes_its_profile_queue(tmp_path: Path) -> None:
-    assert Settings(data_dir=tmp_path).consumed_queues == ["gpu", "cpu"]
-    assert Settings(data_dir=tmp_path, worker_profile="a4000").consumed_queues == ["gpu.a4000"]
+    assert Settings(data_dir=tmp_path).consumed_queues == ["gpu", "cpu"]  # propagations come on "gpu" too
+    assert Settings(data_dir=tmp_path, worker_profile="a4000").consumed_queues == ["gpu.a4000", "gpu"]
+    assert Settings(data_dir=tmp_path, worker_profile="cpu").consumed_queues == ["cpu"]
+    refine_own = Settings(data_dir=tmp_path, refine_queue="refine")
+    assert refine_own.consumed_queues == ["gpu", "cpu", "refine"]
     assert Settings(data_dir=tmp_path, worker_queues="gpu.h100,cpu").consumed_queues == ["gpu.h100", "cpu"]
 
 

@@ -1,6 +1,6 @@
-"""The Celery worker's entry point: the app, its one task, and the process signals. Configuration
-is read lazily from ``farm_config`` the first time Celery needs it, so importing this module opens
-nothing and loads no model.
+"""The Celery worker's entry point: the app, its two tasks (a chunk of a stage; an artist's
+propagation), and the process signals. Configuration is read lazily from ``farm_config`` the
+first time Celery needs it, so importing this module opens nothing and loads no model.
 
 Start a worker with ``mattefarm worker`` (or ``celery -A workers.celery_app:app worker``).
 """
@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 
-from farm_config.celery_config import RUN_TASK, make_celery
+from farm_config.celery_config import PROPAGATE_TASK, RUN_TASK, make_celery
 from farm_config.settings import get_settings
 from services.composition import build_worker, open_stores
 from services.farm.worker_node import FarmWorker
@@ -40,6 +40,12 @@ class WorkerProcess:
 def run_task(self: Task, task_id: int, token: str) -> None:
     """Run one attempt of one task (a chunk of a stage). A stale or duplicate message is a no-op."""
     WorkerProcess.get().run_task(task_id, token)
+
+
+@app.task(name=PROPAGATE_TASK, bind=True, acks_late=True, ignore_result=True)
+def propagate(self: Task, task_id: int) -> None:
+    """Run an artist's propagation. A duplicate message, or one for a finished propagation, is a no-op."""
+    WorkerProcess.get().run_propagation(task_id)
 
 
 @worker_process_init.connect

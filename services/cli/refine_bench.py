@@ -17,12 +17,12 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from farm_config.settings import Sam2Size
 from schemas import JobSpec
-from schemas.refine import EditList
+from schemas.refine import EditList, PropagationState, RefineProgress
 from services.cli.common import PROGRESS_COLUMNS, client, console, err, farm_errors
 from services.client import FarmAPIError
 
@@ -108,10 +108,12 @@ def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_s
         console.print(table)
         clicks = report["clicks"]
         table = Table(
-            "mode", "reached J≥0.95", "clicks/object to 0.95", "clicks/object, same J", "interactions",
-            "strokes", "layer ops", "edits touching another layer", "click ms p50", "propagate s/frame",
-            title=f"{clicks['objects_needing_fixes']} objects needed fixing; "
-            f"same-J click ratio (propagate / frame-only) {clicks['same_j_ratio']:.2f}",
+            "mode", "reached J≥0.95", "clicks/object to 0.95", "… where both reached it", "… common J",
+            "interactions", "strokes", "layer ops", "edits touching another layer", "click ms p50",
+            "propagate s/frame",
+            title=f"{clicks['objects_needing_fixes']} objects needed fixing; click ratio (propagate / frame-only) "
+            f"{_ratio(clicks['ratio_at_095'])} at J ≥ 0.95 ({clicks['objects_both_reached_095']} objects both "
+            f"got there), {_ratio(clicks['ratio_at_common_j'])} at the common J (all objects)",
         )  # fmt: skip
         for mode in ("propagate", "frame-only"):
             c = clicks[mode]
@@ -119,7 +121,8 @@ def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_s
                 mode,
                 f"{c['reached_095']}/{clicks['objects_needing_fixes']}",
                 f"{c['clicks_per_object_to_095']:.1f}",
-                f"{c['clicks_per_object_same_j']:.2f}",
+                f"{c['clicks_per_object_to_095_both_reached']:.2f}",
+                f"{c['clicks_per_object_common_j']:.2f}",
                 str(c["total_interactions"]),
                 str(c["of_which_brush_strokes"]),
                 str(c["layer_operations"]),
@@ -128,6 +131,11 @@ def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_s
                 f"{c['propagate_s_per_frame']:.4f}" if c["propagate_s_per_frame"] is not None else "-",
             )
         console.print(table)
+        for miss in clicks["not_reaching_095"]:
+            console.print(
+                f"  {miss['shot']} object {miss['object']}: J {miss['j_after_auto_pass']:.3f} after the automatic "
+                f"pass, best {miss['best_j_propagate']:.3f} propagating, {miss['best_j_frame-only']:.3f} frame by frame"
+            )
     if "latency" in report:
         table = Table(
             "backend", "clicks", "p50 ms", "p95 ms", "max ms", "first touch ms", "encoder passes/click",
@@ -175,6 +183,17 @@ def refine(job_id: str, edits_file: Path, deliver: bool) -> None:
             except FarmAPIError as exc:
                 exc.message = f"edit {n} ({edit.kind}): {exc.message}"
                 raise
+            if result.propagation is not None:  # a farm task: wait for it, showing its frames
+                tracking = progress.add_task(f"propagate {edit.layer}", total=None)
+
+                def show(p: RefineProgress, tracking: TaskID = tracking) -> None:
+                    progress.update(tracking, completed=p.frames_done, total=p.frames_total or None)
+
+                done = farm.wait_propagation(job_id, on_progress=show)
+                if done.state != PropagationState.SUCCEEDED:
+                    err.print(f"[red]error:[/] edit {n} (propagate {edit.layer}): {done.error or done.state}")
+                    raise SystemExit(1)
+                progress.remove_task(tracking)
             progress.update(bar, completed=n, description=f"{edit.kind} → {result.layer or '-'}")
         if deliver:
             progress.add_task("deliver", total=None)
@@ -185,6 +204,17 @@ def refine(job_id: str, edits_file: Path, deliver: bool) -> None:
             f"delivered v{out.version:03d} (from v{out.parent_version:03d}): {out.output_pattern}; "
             f"layers made anew: {', '.join(out.layers_rewritten) or 'none'}; {out.seconds:.1f}s"
         )
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+class InlinePropagations:
+    """No broker: the propagation waits in its row for ``FarmWorker.run_inline``."""
+
+    def send_propagation(self, task_id: int, queue: str) -> None:
+        pass
 
 
 @click.command("bench-deliver")
@@ -219,21 +249,24 @@ def bench_deliver(frames: int, size: str, workdir: Path | None) -> None:
                 JobSpec(plate=str(plate), prompt="ball, box, car", output_root=str(farm / "renders")), grant
             ).id
             worker = build_worker(settings, register=False, broker=False)
-            try:
-                worker.run_inline(job_id)
-            finally:
-                worker.close()
-        refine = build_refine_service(settings, stores, jobs)
-        state = refine.state(job_id, grant)
-        layer = state.layers[0]
-        middle = layer.frames[len(layer.frames) // 2]
-        refine.apply(job_id, ClickEdit(layer=layer.name, frame=middle, x=1.0, y=1.0, positive=True), grant)
-        propagated = refine.apply(job_id, PropagateEdit(layer=layer.name), grant)
-        with console.status("delivering…"):
-            out = refine.deliver(job_id, grant)
-        stores.close()
+            worker.run_inline(job_id)
+        try:
+            refine = build_refine_service(settings, stores, jobs, InlinePropagations())
+            state = refine.state(job_id, grant)
+            layer = state.layers[0]
+            middle = layer.frames[len(layer.frames) // 2]
+            refine.apply(job_id, ClickEdit(layer=layer.name, frame=middle, x=1.0, y=1.0, positive=True), grant)
+            refine.apply(job_id, PropagateEdit(layer=layer.name), grant)
+            worker.run_inline(job_id)  # the farm task the propagation became
+            propagated = refine.progress(job_id)
+            assert propagated is not None and propagated.state == "succeeded", propagated
+            with console.status("delivering…"):
+                out = refine.deliver(job_id, grant)
+        finally:
+            worker.close()
+            stores.close()
     console.print(
         f"delivered v{out.version:03d} of {frames} frames at {width}x{height}: {out.seconds:.2f}s, "
         f"{out.seconds / frames:.3f} s/frame ({out.frames_rewritten} frame(s) with a layer made anew, "
-        f"{len(propagated.frames_changed)} propagated; layers made anew: {', '.join(out.layers_rewritten)})"
+        f"{propagated.frames_done} propagated; layers made anew: {', '.join(out.layers_rewritten)})"
     )

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from farm_config.celery_config import RUN_TASK, celery_config, make_celery, prepare_local_broker
+from farm_config.celery_config import PROPAGATE_TASK, RUN_TASK, celery_config, make_celery, prepare_local_broker
 from farm_config.settings import Settings
 from services.errors import QueueUnavailable
 
@@ -25,7 +25,7 @@ class CeleryBroker:
     def __init__(self, settings: Settings) -> None:
         prepare_local_broker(settings)
         self.celery: Celery = make_celery(celery_config(settings))
-        self.queue_names = (settings.gpu_queue, settings.cpu_queue)
+        self.queue_names = (settings.gpu_queue, settings.cpu_queue, settings.refine_queue)
 
     def depth(self, queues: Iterable[str] = ()) -> dict[str, int]:
         """Messages waiting per queue, as the broker counts them."""
@@ -40,10 +40,16 @@ class CeleryBroker:
         return counts
 
     def send(self, task_id: int, token: str, queue: str) -> None:
+        self._send(RUN_TASK, [task_id, token], queue)
+
+    def send_propagation(self, task_id: int, queue: str) -> None:
+        self._send(PROPAGATE_TASK, [task_id], queue)
+
+    def _send(self, name: str, args: list[object], queue: str) -> None:
         try:
-            self.celery.send_task(RUN_TASK, args=[task_id, token], queue=queue, routing_key=queue)
+            self.celery.send_task(name, args=args, queue=queue, routing_key=queue)
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            log.error("could not send task %s to %s: %s", task_id, queue, exc)
+            log.error("could not send %s %s to %s: %s", name, args[0], queue, exc)
             raise QueueUnavailable(f"the queue is unreachable ({type(exc).__name__}); try again shortly") from exc
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The dispatcher and reconciler: the loop that keeps the broker in step with the database.
 
 Each tick it (1) marks workers with a stale heartbeat offline and retries their running tasks,
-(2) re-sends queued tasks whose message the broker lost (a Redis crash), and (3) sends waiting
+(2) re-sends queued tasks whose message the broker lost (a Redis crash) and propagations whose
+worker went quiet, and (3) sends waiting
 tasks, in priority order, to the workers that are free. Several dispatchers may run at once (one
 per API process, and each worker after its task): every step is a compare-and-set.
 Webhooks are not sent here: a job's closing owes one in the outbox, and ``WebhookSender`` posts it.
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from farm_config.settings import Settings
+from schemas.refine import PropagationState
 from schemas.task import FailureClass
 from services.errors import QueueUnavailable
 from services.scheduling.dispatch import QueueNames, plan_dispatch
+from services.store.refine_tasks import RefineTasks
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 class Broker(Protocol):
     def send(self, task_id: int, token: str, queue: str) -> None: ...
+    def send_propagation(self, task_id: int, queue: str) -> None: ...
     def depth(self, queues: list[str]) -> dict[str, int]: ...
 
 
@@ -36,6 +40,7 @@ class Dispatcher:
     workers: WorkerRegistry
     broker: Broker
     name: str = "dispatcher"
+    refine_tasks: RefineTasks | None = None
 
     def tick(self) -> None:
         self.reconcile()
@@ -82,6 +87,7 @@ class Dispatcher:
                 FailureClass.RETRYABLE,
                 f"worker {worker} stopped heartbeating (killed, crashed or cut off)",
             )
+        self.reconcile_propagations()
         queued = self.tasks.queued_by_queue()
         if not queued:
             return
@@ -96,6 +102,34 @@ class Dispatcher:
                 lost = self.tasks.requeue_lost(queue, held, self.settings.lost_message_s, self.name)
                 if lost:
                     log.warning("%d task(s) lost their message on %s; sending again", lost, queue)
+
+    def reconcile_propagations(self) -> None:
+        """A propagation whose worker went quiet goes to another worker, up to its attempt limit;
+        a queued one goes again when the refine queue lost its message."""
+        if self.refine_tasks is None:
+            return
+        stale = self.refine_tasks.stale(self.settings.refine_stale_s)
+        if not stale:
+            return
+        try:
+            waiting = self.broker.depth([self.settings.refine_queue]).get(self.settings.refine_queue, 0)
+        except Exception:
+            waiting = 0
+        for task in stale:
+            if task.state == PropagationState.QUEUED and waiting:
+                continue  # still in the queue, behind other work: not lost
+            if task.state == PropagationState.RUNNING and task.attempts >= self.settings.refine_attempts:
+                self.refine_tasks.fail(
+                    task.task_id, None, f"{task.attempts} workers stopped while running it (last: {task.worker})"
+                )
+                continue
+            if not self.refine_tasks.requeue(task.task_id, self.settings.refine_stale_s):
+                continue  # it moved meanwhile
+            log.warning("propagation %s (%s) sent again: worker %s went quiet", task.task_id, task.job_id, task.worker)
+            try:
+                self.broker.send_propagation(task.task_id, self.settings.refine_queue)
+            except QueueUnavailable:
+                return  # stays queued; the next tick tries again
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -16,11 +16,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from schemas import STAGE_ORDER, JobState, StageState
+from schemas.refine import PropagationState
 from schemas.task import TaskState
 from services.farm.overview import FarmService
 from services.scheduling.plan import is_gpu_stage
 from services.store import JobStore
 from services.store.refine_edits import RefineEdits
+from services.store.refine_tasks import RefineTasks
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +184,19 @@ class RefineCollector(Collector):
     """Artist refinement: edits made by kind (clicks, strokes, propagations…) and how long the
     artist waited for each (the interactive latency), over the latest edits."""
 
-    def __init__(self, edits: RefineEdits) -> None:
-        self.edits = edits
+    def __init__(self, edits: RefineEdits, propagations: RefineTasks) -> None:
+        self.edits, self.propagations = edits, propagations
 
     def collect(self) -> Iterator[Metric]:
+        tasks = GaugeMetricFamily(
+            "mattefarm_refine_propagations",
+            "Propagation tasks by state (queued and running ones are open).",
+            labels=["state"],
+        )
+        counts = self.propagations.counts()
+        for state in PropagationState:
+            tasks.add_metric([state.value], counts.get(state.value, 0))
+        yield tasks
         made = CounterMetricFamily("mattefarm_refine_edits", "Refinement edits made, by kind.", labels=["kind"])
         for kind, count in sorted(self.edits.counts().items()):
             made.add_metric([kind], count)
@@ -202,8 +213,8 @@ class RefineCollector(Collector):
         )
 
 
-def render(store: JobStore, farm: FarmService, edits: RefineEdits) -> bytes:
+def render(store: JobStore, farm: FarmService, edits: RefineEdits, propagations: RefineTasks) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FarmCollector(store, farm))
-    registry.register(RefineCollector(edits))
+    registry.register(RefineCollector(edits, propagations))
     return generate_latest(registry)

@@ -1,11 +1,13 @@
 """Artist refinement of a finished job: the refine page's state and pictures, edits (with undo
 and redo), and delivery of the next version.
 
-Clicks are answered in this process from a warm model (the embedded farm's choice, documented in
-docs/refinement.md): a session per job holds its layers at working resolution, the frames the
-artist touched and the models; the encoder runs once per frame touched, never per click. Edits
-are stored first-to-last and a session is their replay over the parent version's mattes, so
-edits survive a reload, another browser and an API restart, and undo is replaying one fewer.
+Clicks are answered in this process from a warm model (documented in docs/refinement.md): a
+session per job holds its layers at working resolution, the frames the artist touched and the
+models; the encoder runs once per frame touched, never per click. A propagation is a farm task
+(``refine_runner`` on a worker with the tracker loaded), sent to ``refine_queue``; while it is
+open the job takes no other edit. Edits are stored first-to-last and a session is their replay
+over the parent version's mattes, so edits survive a reload, another browser and an API restart,
+and undo is replaying one fewer.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -35,38 +36,32 @@ from schemas.refine import (
     RefineState,
     StoredEdit,
 )
-from services.errors import InvalidSpec, JobNotFound, JobNotReady, NotAllowed
+from services.errors import InvalidSpec, JobNotFound, JobNotReady, NotAllowed, QueueUnavailable, RefineBusy
 from services.farm.jobs import JobService
+from services.farm.refine_session import RefineSession, open_session, replay
 from services.store import FarmStores
 from workers.core.refine import LayerBook, RefineError, doubts
-from workers.io.atomic import atomic_path, write_json_atomic
-from workers.io.plate import PlateDecoder, resolve_plate
+from workers.io.atomic import write_json_atomic
 from workers.io.review import layer_colour
 from workers.io.sequence import SequencePattern
-from workers.pipeline.frames import FrameSource
-from workers.pipeline.refine import RefineEngine, apply_edit
-from workers.pipeline.refine_delivery import deliver_version, load_book
+from workers.pipeline.refine import apply_edit
+from workers.pipeline.refine_delivery import deliver_version
 from workers.runtime.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RefineSession:
-    job: JobStatus
-    frames: FrameSource  # decoded on first touch, the last few kept: an artist works around a few frames
-    engine: RefineEngine
-    positions: dict[int, int]  # plate frame → position
-    applied: int = 0  # stored edits replayed into this session
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class PropagationSender(Protocol):
+    def send_propagation(self, task_id: int, queue: str) -> None: ...
 
 
 class RefineService:
-    def __init__(self, settings: Settings, stores: FarmStores, jobs: JobService, models: ModelCache) -> None:
-        self.settings, self.stores, self.jobs, self.models = settings, stores, jobs, models
+    def __init__(
+        self, settings: Settings, stores: FarmStores, jobs: JobService, models: ModelCache, broker: PropagationSender
+    ) -> None:
+        self.settings, self.stores, self.jobs, self.models, self.broker = settings, stores, jobs, models, broker
         self._sessions: OrderedDict[str, RefineSession] = OrderedDict()
         self._lock = threading.Lock()
-        self._progress: dict[str, RefineProgress] = {}
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -98,23 +93,11 @@ class RefineService:
                 session = self._open(job)
                 with self._lock:
                     self._sessions[job_id] = session
-            for stored_edit in stored[session.applied :]:
-                if not self._replay_propagation(session, stored_edit):
-                    apply_edit(session.engine, stored_edit.edit, session.positions)
-                session.applied += 1
+            replay(session, stored, self.stores.refine_tasks)
         return session
 
     def _open(self, job: JobStatus) -> RefineSession:
-        plate = resolve_plate(job.spec.plate, job.frames, part=job.spec.plate_part)
-        decoder = PlateDecoder.configured(plate, job.spec.options.max_side, job.spec.colourspace, self.settings)
-        models = self.models.get(self.settings)
-        if models.refiner is None or models.tracker is None:
-            raise JobNotReady(f"the {models.backend} backend can't answer clicks")
-        output = SequencePattern.parse(job.output_pattern)
-        book = load_book(output.path_for, job.frames, {ly.name: ly.label for ly in job.layers}, decoder.size)
-        positions = {frame: pos for pos, frame in enumerate(job.frames)}
-        frames = FrameSource(decoder, keep=self.settings.refine_frames_cached, threads=0)
-        return RefineSession(job, frames, RefineEngine(book, frames.at, models.refiner, models.tracker), positions)
+        return open_session(job, self.settings, self.models.get(self.settings))
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -179,70 +162,61 @@ class RefineService:
     def apply(self, job_id: str, edit: Edit, grant: TokenGrant) -> EditResult:
         session = self.session(job_id)
         self._may_edit(session.job, grant)
+        self._not_busy(job_id)
+        if isinstance(edit, PropagateEdit):
+            return self._propagate(session, edit, grant)
         with session.lock:
             started = time.perf_counter()
-            if isinstance(edit, PropagateEdit):
-                session.engine.on_progress = self._reporter(job_id, edit.layer, started)
             try:
                 layer, changed = apply_edit(session.engine, edit, session.positions)
             except RefineError as exc:
                 self._drop(job_id)  # the session may hold half an edit: replay it next time
                 raise InvalidSpec.on_field(exc.field, exc.message) from None
-            finally:
-                session.engine.on_progress = _quiet  # replays report nothing
-            seconds = time.perf_counter() - started
-            stored = self.stores.refine_edits.append(job_id, grant.user, edit, seconds)
+            stored = self.stores.refine_edits.append(job_id, grant.user, edit, time.perf_counter() - started)
             session.applied += 1
-            if isinstance(edit, PropagateEdit):
-                self._keep_propagation(job_id, stored.id, session.engine.book, edit.layer, changed)
         frames = sorted(session.job.frames[p] for p in changed)
         return EditResult(seq=stored.seq, layer=layer, frames_changed=frames, state=self._state(session, grant))
 
-    def progress(self, job_id: str) -> RefineProgress | None:
-        self._job(job_id)
-        return self._progress.get(job_id)
+    def _propagate(self, session: RefineSession, edit: PropagateEdit, grant: TokenGrant) -> EditResult:
+        """Queue the propagation as a farm task; its result becomes the next stored edit."""
+        job_id = session.job.id
+        try:
+            session.engine.book.layer(edit.layer)
+        except RefineError as exc:
+            raise InvalidSpec.on_field(exc.field, exc.message) from None
+        task = self.stores.refine_tasks.create(job_id, edit.layer, grant.user)
+        if task is None:  # another request opened one in between
+            self._not_busy(job_id)
+            raise RefineBusy(f"job {job_id} has a propagation open; edit once it has finished")
+        try:
+            self.broker.send_propagation(task.task_id, self.settings.refine_queue)
+        except QueueUnavailable:
+            self.stores.refine_tasks.fail(task.task_id, None, "the queue was unreachable when it was asked for")
+            raise
+        return EditResult(layer=edit.layer, state=self._state(session, grant), propagation=task)
 
-    def _reporter(self, job_id: str, layer: str, started: float) -> Callable[[int, int], None]:
-        def report(done: int, total: int) -> None:
-            self._progress[job_id] = RefineProgress(
-                layer=layer,
-                frames_done=done,
-                frames_total=total,
-                running=done < total,
-                seconds=round(time.perf_counter() - started, 3),
+    def _not_busy(self, job_id: str) -> None:
+        running = self.stores.refine_tasks.open_for(job_id)
+        if running is not None:
+            where = f"on {running.worker}" if running.worker else f"waiting on queue {self.settings.refine_queue!r}"
+            raise RefineBusy(
+                f"layer {running.layer} is propagating (task {running.task_id}, {running.state} {where}, "
+                f"{running.frames_done}/{running.frames_total} frames): edit once it has finished"
             )
 
-        return report
+    def propagations(self, limit: int = 20) -> list[RefineProgress]:
+        """Farm-wide: the open propagations, then the latest finished ones."""
+        return self.stores.refine_tasks.recent(limit)
 
-    # --- propagation results, kept so a replay (undo, reopen) doesn't track again -------------
-
-    def _propagation_path(self, job_id: str, edit_id: int) -> Path:
-        return self.settings.data_dir / "refine" / job_id / f"propagate_{edit_id}.npz"
-
-    def _keep_propagation(self, job_id: str, edit_id: int, book: LayerBook, layer: str, changed: set[int]) -> None:
-        positions = sorted(changed)
-        masks = np.stack([book.mask(layer, p) for p in positions]) if positions else np.zeros((0, *book.shape), bool)
-        with atomic_path(self._propagation_path(job_id, edit_id)) as tmp, tmp.open("wb") as fh:
-            np.savez_compressed(fh, positions=np.array(positions, np.int32), masks=np.packbits(masks, axis=-1))
-
-    def _replay_propagation(self, session: RefineSession, stored: StoredEdit) -> bool:
-        """Apply a stored propagation's kept result; False when there is none (track again).
-        Edits are append-only behind the last one in effect, so what came before is unchanged."""
-        if not isinstance(stored.edit, PropagateEdit):
-            return False
-        path = self._propagation_path(session.job.id, stored.id)
-        if not path.exists():
-            return False
-        book = session.engine.book
-        with np.load(path) as data:
-            masks = np.unpackbits(data["masks"], axis=-1, count=book.shape[1]).astype(bool)
-            for pos, mask in zip(data["positions"].tolist(), masks, strict=True):
-                book.set_mask(stored.edit.layer, pos, mask, keyframe=False)
-        return True
+    def progress(self, job_id: str) -> RefineProgress | None:
+        """The job's open propagation, else its last one."""
+        self._job(job_id)
+        return self.stores.refine_tasks.latest(job_id)
 
     def undo(self, job_id: str, grant: TokenGrant) -> RefineState:
         job = self._job(job_id)
         self._may_edit(job, grant)
+        self._not_busy(job_id)
         if self.stores.refine_edits.undo(job_id) is None:
             raise InvalidSpec.on_field("undo", "nothing to undo")
         self._drop(job_id)
@@ -251,6 +225,7 @@ class RefineService:
     def redo(self, job_id: str, grant: TokenGrant) -> RefineState:
         job = self._job(job_id)
         self._may_edit(job, grant)
+        self._not_busy(job_id)
         if self.stores.refine_edits.redo(job_id) is None:
             raise InvalidSpec.on_field("redo", "nothing to redo")
         return self.state(job_id, grant)
@@ -266,6 +241,7 @@ class RefineService:
         session = self.session(job_id)
         job = session.job
         self._may_edit(job, grant)
+        self._not_busy(job_id)
         edits = [e.edit for e in self.stores.refine_edits.active(job_id)]
         if not edits:
             raise InvalidSpec.on_field("edits", "nothing to deliver: this job has no edits")
@@ -327,10 +303,6 @@ class RefineService:
             frames_rewritten=rewritten,
             seconds=round(seconds, 3),
         )
-
-
-def _quiet(done: int, total: int) -> None:
-    pass
 
 
 def _made_anew(book: LayerBook, name: str) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from schemas.refine import PropagationState, RefineProgress
 from services.farm.broker import CeleryBroker
 from services.farm.dispatcher import Dispatcher
+from services.farm.refine_runner import run_propagation
 from services.farm.webhooks import WebhookSender
 from services.store import FarmStores, JobStore
 from services.store.task_store import Closed, TaskStore
@@ -34,10 +36,17 @@ class FarmWorker:
         self.after_task()
         return closed
 
+    def run_propagation(self, task_id: int) -> RefineProgress | None:
+        """An artist's propagation (``PROPAGATE_TASK``), with this worker's warm tracker."""
+        return run_propagation(task_id, self.name, self.runtime.settings, self.stores, lambda: self.models)
+
     def run_inline(self, job_id: str | None = None, limit: int = 100_000) -> int:
-        """Run ready tasks in this process, in dispatch order, until none is ready (no broker: a
-        benchmark's or a test's farm); returns how many ran."""
+        """Run queued propagations, then ready tasks in dispatch order, in this process until none
+        is ready (no broker: a benchmark's or a test's farm); returns how many ran."""
         ran = 0
+        for task in self.stores.refine_tasks.recent(limit=1000):
+            if task.state == PropagationState.QUEUED and (job_id is None or task.job_id == job_id):
+                ran += self.run_propagation(task.task_id) is not None
         for _ in range(limit):
             ready = [c for c in self.tasks.candidates() if job_id is None or c.job_id == job_id]
             if not ready:

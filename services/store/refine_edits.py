@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from schemas.refine import Edit, StoredEdit
 from services.store.db import Database
@@ -27,21 +28,7 @@ class RefineEdits:
     def append(self, job_id: str, actor: str, edit: Edit, seconds: float = 0.0) -> StoredEdit:
         """A new edit ends the redo history (as in every editor)."""
         with self.db.session() as s:
-            s.execute(delete(RefineEditRow).where(RefineEditRow.job_id == job_id, RefineEditRow.undone))
-            seq = (s.scalar(select(func.max(RefineEditRow.seq)).where(RefineEditRow.job_id == job_id)) or 0) + 1
-            row = RefineEditRow(
-                job_id=job_id,
-                seq=seq,
-                actor=actor,
-                at=utcnow(),
-                edit=edit.model_dump(mode="json"),
-                kind=edit.kind,
-                seconds=round(seconds, 4),
-                undone=False,
-            )
-            s.add(row)
-            s.flush()
-            return _stored(row)
+            return append_edit(s, job_id, actor, edit, seconds)
 
     def undo(self, job_id: str) -> StoredEdit | None:
         """Mark the last edit in effect undone; None when there is none."""
@@ -83,6 +70,25 @@ class RefineEdits:
                 select(RefineEditRow.kind, RefineEditRow.seconds).order_by(RefineEditRow.id.desc()).limit(limit)
             )
             return [(kind, seconds) for kind, seconds in rows]
+
+
+def append_edit(s: Session, job_id: str, actor: str, edit: Edit, seconds: float) -> StoredEdit:
+    """Append within the caller's transaction (a propagation stores its edit with its result)."""
+    s.execute(delete(RefineEditRow).where(RefineEditRow.job_id == job_id, RefineEditRow.undone))
+    seq = (s.scalar(select(func.max(RefineEditRow.seq)).where(RefineEditRow.job_id == job_id)) or 0) + 1
+    row = RefineEditRow(
+        job_id=job_id,
+        seq=seq,
+        actor=actor,
+        at=utcnow(),
+        edit=edit.model_dump(mode="json"),
+        kind=edit.kind,
+        seconds=round(seconds, 4),
+        undone=False,
+    )
+    s.add(row)
+    s.flush()
+    return _stored(row)
 
 
 def _stored(row: RefineEditRow) -> StoredEdit:

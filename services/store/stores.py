@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.store.db import Database
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
+from services.store.refine_tasks import RefineTasks
 from services.store.repository import JobStore
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -21,6 +22,7 @@ class FarmStores:
     workers: WorkerRegistry
     outbox: WebhookOutbox
     refine_edits: RefineEdits
+    refine_tasks: RefineTasks
 
     def close(self) -> None:
         self.db.dispose()

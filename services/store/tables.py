@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -207,3 +207,30 @@ class RefineEditRow(Base):
     kind: Mapped[str] = mapped_column(String(16), index=True)  # the edit's kind, for /metrics
     seconds: Mapped[float] = mapped_column(Float, default=0.0)  # how long the artist waited for it
     undone: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RefineTaskRow(Base):
+    """One propagation: a farm task that tracks a layer from its keyframes. Its result (the
+    masks it wrote) is kept here, where the API and every worker can read it, so a replay of the
+    edit list (undo, reopen, another API process) applies it instead of tracking again."""
+
+    __tablename__ = "refine_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    layer: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    frames_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    edit_id: Mapped[int | None] = mapped_column(ForeignKey("refine_edits.id", ondelete="SET NULL"), nullable=True)
+    frames_changed: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # plate frames it rewrote
+    result: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))

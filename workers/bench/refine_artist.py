@@ -4,8 +4,12 @@ after the DAVIS interactive track's robot user.
 Each round the artist makes one action: a layer that matches no object is deleted, a second layer
 of one object (exit and re-entry) is merged into the first, else the (object, frame) with the
 worst IoU gets one click at the centre (distance-transform maximum) of the largest error region:
-positive on a miss, negative on a false region. Then the layer is propagated from its keyframes
-(``propagate``) or not (``frame-only``, the baseline), and the shot is scored again. The official
+positive on a miss, negative on a false region. As in SAM 2's interactive evaluation (up to three
+clicks on a chosen frame, then propagate), the artist stays on that frame until it looks right
+(IoU ≥ ``KEYFRAME_IOU``) or ``FRAME_CLICKS`` clicks were spent on it, and then the layer is
+propagated from its keyframes (``propagate``) or not (``frame-only``, the baseline); the shot is
+scored after every action. A frame an action did not improve is left as it is, as a person stops
+repeating a click that changes nothing. Both modes follow the same rules. The official
 figures come from the same scorer as ``mattefarm eval`` (``score_frames``); action choice uses an
 incremental copy of it so a round costs what one layer's change costs.
 """
@@ -39,6 +43,7 @@ MODES = ("propagate", "frame-only")
 REPORT_ROUNDS = (0, 1, 2, 3, 5, 8)
 TARGET_J = 0.95
 KEYFRAME_IOU = 0.9  # the artist propagates once the clicked frame looks right, not before
+FRAME_CLICKS = 3  # … or once this many clicks went into it
 MERGE_OVERLAP_FRAMES = 2  # layers of one object sharing at most this many frames are one object's pieces
 OWN_SHARE = 0.5  # a layer is on an object when at least this share of its pixels are
 BRUSH_BELOW_PX = 50  # error regions smaller than this get a brush stroke instead of a click
@@ -139,6 +144,20 @@ class Artist:
         self.masks = {obj: [ids == obj for ids in shot.truth] for obj in shot.objects}
         self.area = {obj: sum(int(m.sum()) for m in masks) for obj, masks in self.masks.items()}
         self.intent: dict[str, int] = {}
+        self.current: tuple[int, int] | None = None  # the (object, frame) being fixed
+        self.tries = 0  # interactions spent on it
+        self.left: set[tuple[int, int]] = set()  # frames an action did not improve: left as they are
+
+    def acted(self, obj: int, pos: int, before: float, after: float) -> bool:
+        """Record an interaction on (obj, pos); True when the frame is done (propagate now)."""
+        self.tries = self.tries + 1 if self.current == (obj, pos) else 1
+        self.current = (obj, pos)
+        if after <= before:
+            self.left.add((obj, pos))
+        done = after >= KEYFRAME_IOU or self.tries >= FRAME_CLICKS or (obj, pos) in self.left
+        if done:
+            self.current = None
+        return done
 
     def started(self, layer: str, obj: int) -> None:
         """The artist started ``layer`` for ``obj``: it stays that object's, whatever it covers."""
@@ -196,8 +215,12 @@ class Artist:
                 if duplicate not in self.intent:
                     return Action("delete", duplicate, obj)
         worst: tuple[float, int, int] | None = None
+        if self.current is not None:  # finish the frame in hand first
+            worst = (self.object_iou(book, owners, *self.current), *self.current)
         for obj, frames in self.visible.items():
-            for pos in frames:
+            for pos in frames if self.current is None else ():
+                if (obj, pos) in self.left:
+                    continue
                 value = self.object_iou(book, owners, obj, pos)
                 if worst is None or value < worst[0]:
                     worst = (value, obj, pos)
@@ -210,8 +233,7 @@ class Artist:
         positive, at, region = _largest_error(truth & ~mask, mask & ~truth)
         if region.sum() < BRUSH_BELOW_PX and layer:
             # a sliver no click can pick out (a few pixels at the frame edge): the artist brushes it
-            ys, xs = np.nonzero(region)
-            return Action("brush", layer, obj, pos, positive, stroke=list(zip(xs.tolist(), ys.tolist(), strict=True)))
+            return Action("brush", layer, obj, pos, positive, stroke=_walk(region))
         return Action("click", layer, obj, pos, positive, at)
 
 
@@ -231,6 +253,19 @@ def _largest_error(missed: np.ndarray, false: np.ndarray) -> tuple[bool, tuple[f
     distance = cv2.distanceTransform(np.pad(component, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
     return positive, (float(x), float(y)), component
+
+
+def _walk(region: np.ndarray) -> list[tuple[float, float]]:
+    """A one-pixel brush stroke over a small region's pixels, each step to the nearest pixel not
+    yet painted, so the stroke stays on the region."""
+    ys, xs = np.nonzero(region)
+    left = list(zip(xs.tolist(), ys.tolist(), strict=True))
+    stroke = [left.pop(0)]
+    while left:
+        x, y = stroke[-1]
+        nearest = min(range(len(left)), key=lambda i: (left[i][0] - x) ** 2 + (left[i][1] - y) ** 2)
+        stroke.append(left.pop(nearest))
+    return [(float(x), float(y)) for x, y in stroke]
 
 
 @dataclass
@@ -285,16 +320,18 @@ def run_artist(shot: Shot, mode: str, budget: int) -> RunResult:
             if not layer:
                 layer = book.new_layer(shot.labels[action.obj])
                 artist.started(layer, action.obj)
+            before_iou = artist.object_iou(book, owners, action.obj, action.pos)
             started = time.perf_counter()
             if action.kind == "brush":
-                engine.paint(layer, action.pos, action.stroke, 1, erase=not action.positive)
+                engine.paint(layer, action.pos, action.stroke, 0.5, erase=not action.positive)
                 result.strokes += 1
             else:
                 assert action.at is not None
                 engine.click(layer, action.pos, *action.at, action.positive)
                 result.click_seconds.append(time.perf_counter() - started)
             owners = artist.owners(book)
-            settled = artist.object_iou(book, owners, action.obj, action.pos) >= KEYFRAME_IOU
+            after_iou = artist.object_iou(book, owners, action.obj, action.pos)
+            settled = artist.acted(action.obj, action.pos, before_iou, after_iou) and after_iou >= KEYFRAME_IOU
             if mode == "propagate" and settled:  # as in the SAM2 demo: fix the frame, then propagate
                 started = time.perf_counter()
                 result.propagated_frames += len(engine.propagate(layer))
@@ -349,28 +386,44 @@ class Benchmark:
         return [(runs["propagate"], runs["frame-only"]) for runs in by_shot.values()]
 
     def clicks(self) -> dict[str, object]:
-        """Interactions per object that needed fixing (J < 0.95 after the automatic pass):
-        to reach J ≥ 0.95 (never: charged the whole budget), and to reach the same J in both
-        modes (the lower of 0.95 and the best J the weaker mode reached)."""
+        """Interactions per object that needed fixing (J < 0.95 after the automatic pass): to
+        reach J ≥ 0.95 (never: charged the whole budget); the headline ratio compares the two
+        modes over the objects both brought to J ≥ 0.95 (the same J, as the issue asks); a second
+        ratio, at the lower of 0.95 and the best J the weaker mode reached, takes in every object
+        (objects held under 0.95 by boundary noise that no click moves weigh equally in both)."""
         to_target: dict[str, list[int]] = {mode: [] for mode in MODES}
+        both: dict[str, list[int]] = {mode: [] for mode in MODES}
         reached: dict[str, int] = dict.fromkeys(MODES, 0)
         same_j: dict[str, list[int]] = {mode: [] for mode in MODES}
+        unreached: list[dict[str, object]] = []
         needing = 0
         for prop, frame in self.pairs():
             for obj, history in prop.history.items():
                 if history[0][1] >= TARGET_J:
                     continue
                 needing += 1
+                counts = {run.mode: run.clicks_to(obj, TARGET_J) for run in (prop, frame)}
                 for run in (prop, frame):
-                    count = run.clicks_to(obj, TARGET_J)
+                    count = counts[run.mode]
                     reached[run.mode] += count is not None
                     to_target[run.mode].append(count if count is not None else self.budget)
+                    if all(c is not None for c in counts.values()):
+                        both[run.mode].append(count or 0)
+                if any(c is None for c in counts.values()):
+                    unreached.append(
+                        {
+                            "shot": prop.shot,
+                            "object": obj,
+                            "j_after_auto_pass": round(history[0][1], 4),
+                            **{f"best_j_{run.mode}": round(run.best_j(obj), 4) for run in (prop, frame)},
+                        }
+                    )
                 common = min(TARGET_J, prop.best_j(obj), frame.best_j(obj))
                 for run in (prop, frame):
                     count = run.clicks_to(obj, common)
                     assert count is not None  # each mode reached its best J, so the lower one too
                     same_j[run.mode].append(count)
-        out: dict[str, object] = {"objects_needing_fixes": needing}
+        out: dict[str, object] = {"objects_needing_fixes": needing, "objects_both_reached_095": len(both["propagate"])}
         for mode in MODES:
             mine = [r for r in self.results if r.mode == mode]
             clicks = [x for r in mine for x in r.click_seconds]
@@ -379,7 +432,8 @@ class Benchmark:
             out[mode] = {
                 "reached_095": reached[mode],
                 "clicks_per_object_to_095": statistics.mean(to_target[mode]) if to_target[mode] else 0.0,
-                "clicks_per_object_same_j": statistics.mean(same_j[mode]) if same_j[mode] else 0.0,
+                "clicks_per_object_to_095_both_reached": statistics.mean(both[mode]) if both[mode] else 0.0,
+                "clicks_per_object_common_j": statistics.mean(same_j[mode]) if same_j[mode] else 0.0,
                 "total_interactions": sum(r.clicks for r in mine),
                 "of_which_brush_strokes": sum(r.strokes for r in mine),
                 "layer_operations": sum(r.layer_ops for r in mine),
@@ -387,8 +441,11 @@ class Benchmark:
                 "click_ms_p50": 1000 * statistics.median(clicks) if clicks else None,
                 "propagate_s_per_frame": (sum(props) / frames) if frames else None,
             }
+        prop_both, frame_both = both["propagate"], both["frame-only"]
+        out["ratio_at_095"] = (sum(prop_both) / sum(frame_both)) if sum(frame_both) else None
         prop_same, frame_same = same_j["propagate"], same_j["frame-only"]
-        out["same_j_ratio"] = (sum(prop_same) / sum(frame_same)) if sum(frame_same) else None
+        out["ratio_at_common_j"] = (sum(prop_same) / sum(frame_same)) if sum(frame_same) else None
+        out["not_reaching_095"] = unreached
         return out
 
 

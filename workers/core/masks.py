@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 
@@ -24,3 +26,21 @@ def mask_to_logits(mask: np.ndarray) -> np.ndarray:
     soft = np.clip(soft, 1e-5, 1 - 1e-5)
     logits: np.ndarray = np.clip(np.log(soft / (1 - soft)), -LOGIT_CLIP, LOGIT_CLIP).astype(np.float32)
     return logits
+
+
+def pack_masks(positions: list[int], masks: list[np.ndarray], shape: tuple[int, int]) -> bytes:
+    """Masks at some positions as compact bytes (bit-packed, compressed): a propagation's result,
+    kept in the database so any process can apply it."""
+    stack = np.stack(masks).astype(bool) if masks else np.zeros((0, *shape), bool)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, positions=np.array(positions, np.int32), shape=np.array(shape, np.int32), masks=np.packbits(stack, -1)
+    )
+    return buffer.getvalue()
+
+
+def unpack_masks(data: bytes) -> list[tuple[int, np.ndarray]]:
+    with np.load(io.BytesIO(data)) as packed:
+        _, width = packed["shape"].tolist()
+        masks = np.unpackbits(packed["masks"], axis=-1, count=width).astype(bool)
+        return list(zip(packed["positions"].tolist(), masks, strict=True))

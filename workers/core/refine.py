@@ -62,12 +62,13 @@ def check_point(x: float, y: float, size: tuple[int, int], field_name: str = "x"
 
 
 def brush(mask: np.ndarray, points: Iterable[tuple[float, float]], radius: float, erase: bool) -> np.ndarray:
-    """The mask with a stroke through ``points`` painted in (or erased), ``radius`` pixels wide."""
+    """The mask with a stroke through ``points`` painted in (or erased), ``radius`` pixels wide; a
+    radius under 1 paints single pixels (touching up a sliver without eating its neighbours)."""
     stroke = np.zeros(mask.shape, np.uint8)
     pts = [(round(x), round(y)) for x, y in points]
-    r = max(1, round(radius))
+    r = round(radius) if radius >= 1 else 0
     for a, b in itertools.pairwise(pts):
-        cv2.line(stroke, a, b, 1, thickness=2 * r)
+        cv2.line(stroke, a, b, 1, thickness=max(1, 2 * r))
     for p in pts:
         cv2.circle(stroke, p, r, 1, -1)
     painted = stroke.astype(bool)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from schemas import FarmOverview, WorkerInfo
+from schemas.refine import RefineProgress
 from services.api.deps import UserDep
 from services.api.routes.jobs import ERRORS
+from services.api.routes.refine import RefineDep
 from services.errors import NotAllowed
 from services.farm.overview import FarmService
 
@@ -26,6 +28,14 @@ FarmDep = Annotated[FarmService, Depends(get_farm)]
 def farm_overview(farm: FarmDep, _: UserDep) -> FarmOverview:
     """Queues (broker messages, tasks queued, oldest wait) and workers, in one read."""
     return farm.overview()
+
+
+@router.get("/farm/propagations", responses=ERRORS)
+def list_propagations(
+    refine: RefineDep, _: UserDep, limit: Annotated[int, Query(ge=1, le=200)] = 20
+) -> list[RefineProgress]:
+    """Artists' propagations across the farm (farm tasks on the refine queue): open ones first."""
+    return refine.propagations(limit)
 
 
 @router.get("/workers", responses=ERRORS)

@@ -16,4 +16,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", response_class=Response)
 def prometheus_metrics(jobs: ServiceDep, farm: FarmDep, refine: RefineDep) -> Response:
-    return Response(metrics.render(jobs.store, farm, refine.stores.refine_edits), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        metrics.render(jobs.store, farm, refine.stores.refine_edits, refine.stores.refine_tasks),
+        media_type=CONTENT_TYPE_LATEST,
+    )
