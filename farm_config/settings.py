@@ -94,7 +94,9 @@ class Settings(BaseSettings):
     )
     offload_state_to_cpu: bool = Field(False, description="SAM2 tracking state in host memory (16 GB cards).")
     fault: str = Field(
-        "", description="Fire drills only: 'crash@STAGE', 'exit@STAGE' or 'oom@STAGE' make that stage's tasks fail."
+        "",
+        description="Fire drills only: 'crash@STAGE', 'exit@STAGE' or 'oom@STAGE' make that stage's tasks fail; "
+        "'kill@STAGE:N' SIGKILLs the worker when a task of STAGE (or 'finalise') reaches frame N on its first attempt.",
     )
 
     # Models.
@@ -186,10 +188,14 @@ class Settings(BaseSettings):
     @field_validator("fault")
     @classmethod
     def _fault_drill(cls, fault: str) -> str:
-        kind, _, stage = fault.partition("@")
-        stages = ("detect", "segment", "track", "export")
-        if fault and (kind not in ("crash", "exit", "oom") or stage not in stages):
-            raise ValueError(f"MATTEFARM_FAULT must be crash@STAGE, exit@STAGE or oom@STAGE with STAGE in {stages}")
+        kind, _, where = fault.partition("@")
+        stage, _, frame = where.partition(":")
+        stages = ("detect", "segment", "track", "export", "finalise")
+        drills = ("crash", "exit", "oom") if not frame else ("kill",)
+        if fault and (kind not in drills or stage not in stages or (frame and not frame.isdigit())):
+            raise ValueError(
+                f"MATTEFARM_FAULT must be crash@STAGE, exit@STAGE, oom@STAGE or kill@STAGE:FRAME with STAGE in {stages}"
+            )
         return fault
 
     @field_validator("read_roots", "write_roots")

@@ -39,6 +39,8 @@ class FailureClass(StrEnum):
     FATAL = "fatal"  # bad input: retrying cannot help; dead at once
     INFRASTRUCTURE = "infrastructure"  # the farm's fault (shutdown, broker, database): not counted
     OUT_OF_MEMORY = "out_of_memory"  # counted; retried with lighter settings
+    WORKER_LOST = "worker_lost"  # its worker died (killed, crashed, cut off): counted, not held against the host
+    TIME_LIMIT = "time_limit"  # ran past the soft time limit: another attempt would too; dead at once
 
 
 class TaskStatus(BaseModel):

@@ -84,7 +84,7 @@ class Dispatcher:
                 None,
                 self.name,
                 hosts.get(worker or "", ""),
-                FailureClass.RETRYABLE,
+                FailureClass.WORKER_LOST,
                 f"worker {worker} stopped heartbeating (killed, crashed or cut off)",
             )
         self.reconcile_propagations()

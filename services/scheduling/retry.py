@@ -34,6 +34,10 @@ def after_failure(failure: FailureClass, attempts: int, max_attempts: int, polic
         return AfterFailure(TaskState.WAITING, counted=False, why="the farm's fault, not counted")
     if failure == FailureClass.FATAL:
         return AfterFailure(TaskState.DEAD, counted=True, why="fatal: retrying cannot help")
+    if failure == FailureClass.TIME_LIMIT:
+        return AfterFailure(
+            TaskState.DEAD, counted=True, why="over the time limit: split it (task_frames) or raise the limit"
+        )
     if attempts >= max_attempts:
         return AfterFailure(TaskState.DEAD, counted=True, why=f"dead after {attempts} of {max_attempts} attempts")
     lighter = failure == FailureClass.OUT_OF_MEMORY

@@ -16,7 +16,7 @@ from schemas import EventKind, StageName
 from schemas.task import ControlAction, ControlResult, TaskState
 from services.store.db import Database
 from services.store.job_refresh import refresh_job
-from services.store.tables import JobRow, TaskRow, utcnow
+from services.store.tables import BlockRow, JobRow, TaskRow, utcnow
 from services.store.task_rows import lock_job, move_all, new_event
 
 
@@ -88,7 +88,14 @@ def _retry(t: Target) -> int:
         # later stages canceled because of the dead task must come back too
         later = t.s.scalars(select(TaskRow).where(TaskRow.job_id == t.job.id, TaskRow.state == TaskState.CANCELED))
         changed += move_all(list(later), {TaskState.CANCELED}, TaskState.WAITING, finished_at=None)
-    t.note(EventKind.RETRY, f"retry {changed} task(s) of {t.name}{t.why}")
+    # A retry is a fresh start on every host: a block-list left in place can leave the job with
+    # nowhere to run (the only host blocked) and its tasks waiting forever.
+    blocked = list(t.s.scalars(select(BlockRow).where(BlockRow.job_id == t.job.id)))
+    cleared = [row.host for row in blocked if row.blocked]
+    for row in blocked:
+        t.s.delete(row)
+    unblocked = f"; block-list cleared ({', '.join(cleared)})" if cleared else ""
+    t.note(EventKind.RETRY, f"retry {changed} task(s) of {t.name}{t.why}{unblocked}")
     return changed
 
 

@@ -72,7 +72,10 @@ def segment_step(run: ShotRun, positions: list[int]) -> None:
 
 
 def track_step(run: ShotRun) -> list[LayerInfo]:
-    """Layers over the whole shot, from the segment step's masks."""
+    """Layers over the whole shot, from the segment step's masks. The track task is the shot's
+    only writer of layers and rebuilds them all, so a retry starts from none: a killed attempt's
+    layer scratch (ids of its own identity book) must not be read back as this attempt's."""
+    run.shot.layers.clear()
     return track_stage(run.shot)
 
 

@@ -76,6 +76,14 @@ class _DiskLRU(Generic[V]):
             if old in self._dirty and old_value is not None:
                 self._write(old, old_value)
 
+    def clear(self) -> None:
+        """Forget every record, in memory and on disk (and a killed writer's temporaries): a stage
+        that rebuilds them all starts from nothing, not from what an earlier attempt left."""
+        self._memory.clear()
+        self._dirty.clear()
+        for stale in [*self.folder.glob(f"{self.kind}_*.npz"), *self.folder.glob(f".{self.kind}_*")]:
+            stale.unlink(missing_ok=True)
+
     def flush(self) -> None:
         for pos in sorted(self._dirty):
             value = self._memory.get(pos)

@@ -38,15 +38,20 @@ class StageReporter(Protocol):
 
 
 class StageClock:
-    """Times one stage, reports each step, and stops the stage when a cancel arrives."""
+    """Times one stage, reports each step, and stops the stage when a cancel arrives.
 
-    def __init__(self, stage: StageName, reporter: StageReporter, total: int) -> None:
-        reporter.started(stage, total)
-        self.stage, self.reporter, self.start, self.done = stage, reporter, time.monotonic(), 0
+    ``frames``: a stage whose steps are not frames (the track stage's windows) still reports in
+    frames, the unit of the task's progress, so a bar does not sit at 40 % and jump to 100 %."""
+
+    def __init__(self, stage: StageName, reporter: StageReporter, total: int, frames: int | None = None) -> None:
+        self.frames = frames
+        reporter.started(stage, frames if frames is not None else total)
+        self.stage, self.reporter, self.start, self.done, self.total = stage, reporter, time.monotonic(), 0, total
 
     def tick(self) -> None:
         self.done += 1
-        self.reporter.advanced(self.stage, self.done)
+        shown = self.done if self.frames is None else (self.frames * self.done) // max(1, self.total)
+        self.reporter.advanced(self.stage, shown)
         if self.reporter.cancel_requested():
             raise JobCanceled(f"canceled during {self.stage}")
 

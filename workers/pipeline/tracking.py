@@ -57,7 +57,7 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     n = len(shot.source)
     windows = plan_windows(n, shot.options.window_frames, shot.options.refresh_every)
     book = IdentityBook(identity_options(shot.options))
-    clock = StageClock(StageName.TRACK, shot.reporter, len(windows))
+    clock = StageClock(StageName.TRACK, shot.reporter, len(windows), frames=n)
     forward = True
     lookback = (shot.options.max_empty_windows + 1) * shot.options.refresh_every
     for window in windows:
@@ -132,7 +132,7 @@ def _track_keyframe_greedy(shot: Shot) -> list[LayerInfo]:
     assert shot.models.tracker is not None, "keyframe-greedy needs a tracker"
     n = len(shot.source)
     windows = keyframe_windows(n, shot.options.keyframe_step)
-    clock = StageClock(StageName.TRACK, shot.reporter, len(windows))
+    clock = StageClock(StageName.TRACK, shot.reporter, len(windows), frames=n)
     labels: dict[int, str] = {}
     propagated: dict[int, np.ndarray] = {}  # masks carried to the current keyframe
     for window in windows:

@@ -8,6 +8,7 @@ import sys
 import psycopg
 import redis.exceptions
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -46,6 +47,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> FailureClass:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return FailureClass.TIME_LIMIT
     if isinstance(exc, PlateError | FileNotFoundError | PermissionError):
         return FailureClass.FATAL  # the plate or a path is wrong: another attempt reads the same files
     if is_out_of_memory(exc):
@@ -58,4 +61,6 @@ def classify(exc: BaseException) -> FailureClass:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, PlateError):
         return f"{exc.field}: {exc.message}"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "the task ran past MATTEFARM_TASK_SOFT_TIME_LIMIT_S; use smaller tasks (task_frames) or a longer limit"
     return f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ from schemas.task import TaskStatus
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
 from workers.runtime import gpu
+from workers.runtime.fault_drill import kill_at_frame
 from workers.runtime.task_log import TaskLogHandler
 
 
@@ -94,14 +95,16 @@ class WorkerPulse:
 class TaskReporter:
     """The stages' progress and stop checks, for one task (the pipeline's StageReporter)."""
 
-    def __init__(self, pulse: WorkerPulse, log: logging.Logger) -> None:
-        self.pulse, self.log = pulse, log
+    def __init__(self, pulse: WorkerPulse, log: logging.Logger, fault: str = "") -> None:
+        self.pulse, self.log, self.fault = pulse, log, fault
 
     def started(self, stage: StageName, total: int) -> None:
         self.log.info("%s: %d step(s)", stage, total)
 
     def advanced(self, stage: StageName, done: int) -> None:
         self.pulse.frames_done = done
+        if self.fault and self.pulse.task is not None:
+            kill_at_frame(self.fault, self.pulse.task, done, self.log)
 
     def finished(self, stage: StageName, seconds: float) -> None:
         self.log.info("%s: done in %.1fs", stage, seconds)

@@ -17,7 +17,7 @@ from farm_config.settings import Settings
 from schemas import JobStatus, ModelsUsed, ReviewLinks, StageName, split_prompt
 from schemas.task import TaskKind, TaskStatus
 from services.store import JobStore
-from workers.io.atomic import write_json_atomic
+from workers.io.atomic import TEMP_SUFFIX, leftover_temporaries, write_json_atomic
 from workers.io.exr import read_exr_header, remove_partial_writes
 from workers.io.plate import PlateDecoder, PlateInfo
 from workers.io.review import ReviewWriter
@@ -156,13 +156,23 @@ def _finalise(ctx: StageTask) -> None:
     output = SequencePattern.parse(job.output_pattern)
     stem = Path(job.output_pattern).name.split(".")[0]
     layers = [ExportedLayer(layer.id, layer.name) for layer in job.layers]
+    movie, sheet = (
+        Path(job.output_dir) / "review" / f"{stem}.mp4",
+        Path(job.output_dir) / "review" / f"{stem}_contact.jpg",
+    )
+    manifest = Path(job.output_dir) / f"{stem}.json"
+    # The finalise task is these files' only writer: what a killed attempt left half-written goes.
+    for path, suffix in ((movie, ".mp4"), (sheet, ".jpg"), (manifest, TEMP_SUFFIX)):
+        for leftover in leftover_temporaries(path, suffix):
+            ctx.log.info("removed %s, left by a killed attempt", leftover.name)
+            leftover.unlink(missing_ok=True)
     links = None
     if settings.review:
         frame_headers = FrameHeaders(plate)
         review = ReviewWriter(
             decoder=decoder,
-            movie_path=Path(job.output_dir) / "review" / f"{stem}.mp4",
-            sheet_path=Path(job.output_dir) / "review" / f"{stem}_contact.jpg",
+            movie_path=movie,
+            sheet_path=sheet,
             layer_names=[layer.name for layer in layers],
             shot=job.shot,
             version=job.version,
@@ -192,7 +202,6 @@ def _finalise(ctx: StageTask) -> None:
         )
     written = [output.path_for(frame) for frame in plate.frames]
     review_files = {"movie": links[0].name, "contact_sheet": links[1].name} if links else None
-    manifest = Path(job.output_dir) / f"{stem}.json"
     status = ctx.store.get(job.id)
     if status is None:
         raise LookupError(f"job {job.id} left the store while it was finalised")

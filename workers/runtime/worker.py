@@ -139,7 +139,7 @@ class WorkerRuntime:
                 plate=resolve_plate(job.spec.plate, job.frames, part=job.spec.plate_part),
                 settings=self.settings,
                 store=self.stores.jobs,
-                reporter=TaskReporter(self.pulse, task_log),
+                reporter=TaskReporter(self.pulse, task_log, self.settings.fault),
                 log=task_log,
                 models=self.models_for,
             )
