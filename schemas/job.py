@@ -296,4 +296,5 @@ class SubmitResponse(BaseModel):
     state: JobState
     version: int
     output_dir: str
+    replayed: bool = Field(False, description="True: the Idempotency-Key was seen before; this is that job.")
     warnings: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ Errors form one tree::
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -95,9 +96,26 @@ class FarmClient:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
 
-    def submit(self, spec: JobSpec | dict[str, Any]) -> SubmitResponse:
+    def submit(
+        self,
+        spec: JobSpec | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+    ) -> SubmitResponse:
+        """Submit once: every attempt sends the same Idempotency-Key (made here unless given), so
+        a retry after a dropped connection or a restarted API returns the first job, never a twin."""
         payload = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
-        return SubmitResponse.model_validate(self._call("POST", "/jobs", json=payload))
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        for attempt in range(retries + 1):
+            try:
+                return SubmitResponse.model_validate(self._call("POST", "/jobs", json=payload, headers=headers))
+            except FarmError as exc:
+                if not exc.retryable or attempt == retries:
+                    raise
+                time.sleep(backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
     def job(self, job_id: str) -> JobStatus:
         return JobStatus.model_validate(self._call("GET", f"/jobs/{job_id}"))

@@ -51,7 +51,9 @@ def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
 
 
 def build_dispatcher(settings: Settings, stores: FarmStores, broker: Broker, name: str) -> Dispatcher:
-    return Dispatcher(settings, stores.tasks, stores.workers, broker, name=name, refine_tasks=stores.refine_tasks)
+    return Dispatcher(
+        settings, stores.tasks, stores.workers, broker, name=name, refine_tasks=stores.refine_tasks, jobs=stores.jobs
+    )
 
 
 @dataclass

@@ -51,3 +51,7 @@ class RefineBusy(FarmServiceError):
     """A propagation of the job is queued or running: edits wait for it (they would change what it tracks)."""
 
     status, code = 409, "refine_busy"
+
+
+class IdempotencyConflict(FarmServiceError):
+    status, code = 409, "idempotency_conflict"

@@ -137,7 +137,8 @@ def test_tokens_are_required(api: TestClient, shot: Path, farm_root: Path) -> No
         assert response.status_code == 401, headers
         assert "token" in response.json()["message"]
     assert api.get("/jobs").status_code == 401
-    assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    health = api.get("/healthz").json()
+    assert (health["status"], health["database"], health["broker"]) == ("ok", "ok", "ok")
 
 
 def test_only_the_owner_or_an_admin_may_cancel(api: TestClient, shot: Path, farm_root: Path) -> None:
@@ -177,6 +178,56 @@ def test_a_down_broker_delays_a_job_and_loses_nothing(settings: Settings, shot: 
         assert job["state"] == "queued" and job["tasks"] == {"waiting": 11}
         farm = client.get("/farm", headers=auth()).json()
         assert farm["broker_up"] is False and farm["tasks_waiting"] == 11
+        health = client.get("/healthz")  # the API is up, and says what it cannot reach
+        assert health.status_code == 503 and health.json()["broker"].startswith("unreachable")
+        assert health.json()["database"] == "ok"
+
+
+def test_a_retried_submission_with_its_idempotency_key_returns_the_first_job(
+    api: TestClient, shot: Path, farm_root: Path
+) -> None:
+    key = {"Idempotency-Key": "7f1c2a9e-retry-test"}
+    first = api.post("/jobs", json=spec(shot, farm_root), headers=auth() | key)
+    again = api.post("/jobs", json=spec(shot, farm_root), headers=auth() | key)
+    assert first.status_code == 201 and again.status_code == 201
+    assert again.json()["id"] == first.json()["id"] and again.json()["replayed"] and not first.json()["replayed"]
+    roto = farm_root / "renders" / "sh010" / "roto"
+    assert sorted(p.name for p in roto.iterdir()) == ["v001"]  # no second version folder either
+    assert api.get("/jobs", headers=auth()).json()["total"] == 1
+    # the key is the user's: another user's same key is another submission
+    other = api.post("/jobs", json=spec(shot, farm_root), headers=auth(BOB) | key)
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    # the same key with a different spec is refused, naming the header
+    changed = api.post("/jobs", json=spec(shot, farm_root, priority=10), headers=auth() | key)
+    assert changed.status_code == 409 and problem_fields(changed) == ["Idempotency-Key"]
+    bad = api.post("/jobs", json=spec(shot, farm_root), headers=auth() | {"Idempotency-Key": "no spaces allowed"})
+    assert bad.status_code == 422 and problem_fields(bad) == ["header.idempotency-key"]
+    # without a key, two posts are two jobs
+    assert api.post("/jobs", json=spec(shot, farm_root), headers=auth()).json()["id"] != first.json()["id"]
+
+
+def test_the_client_retries_a_submission_without_making_a_twin(api: TestClient, shot: Path, farm_root: Path) -> None:
+    import httpx
+
+    from services.client import FarmClient
+
+    calls = {"n": 0}
+    inner = api._transport
+
+    class DropsTheFirstReply(httpx.BaseTransport):
+        """The API stores the job, then the connection dies before the reply (an API SIGKILL)."""
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = inner.handle_request(request)
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise httpx.ReadError("connection reset by peer")
+            return response
+
+    with FarmClient("http://testserver", auth()["Authorization"].split()[1], transport=DropsTheFirstReply()) as client:
+        job = client.submit(spec(shot, farm_root), backoff_s=0.0)
+    assert job.replayed and calls["n"] == 2
+    assert api.get("/jobs", headers=auth()).json()["total"] == 1
 
 
 def test_openapi_docs_are_served(api: TestClient) -> None:

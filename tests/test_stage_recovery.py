@@ -2,7 +2,8 @@
 the retry resumes or restarts cleanly whatever scratch the kill left, the job succeeds, every frame
 is written exactly once, the mattes equal a clean run's, and no scratch or temporary file remains.
 
-The worker runs in a forked child and the fault drill (``kill@STAGE:N``) really SIGKILLs it, so
+The worker runs in a child process (spawned: a fork of the test process would inherit its
+threads' locks) and the fault drill (``kill@STAGE:N``) really SIGKILLs it, so
 no ``finally`` of the dying attempt runs; the parent then plays the dispatcher (the dead worker's
 task goes back after the heartbeat timeout) and a second worker runs the retry. The shot is 60
 frames, longer than the scratch stores' memory window, so a killed track leaves layer files on disk.
@@ -25,7 +26,7 @@ from schemas import JobState
 from tests.factories import submit, write_small_shot
 from workers.io.exr import read_exr_channels
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 FRAMES = 60
 # (stage, frames it may die at): within a chunk (60 frames in chunks of at most 25 → three of 20);
@@ -58,7 +59,7 @@ def _run_with_kills(settings: Settings, job_id: str) -> list[int]:
     stores = open_stores(settings)
     try:
         for _ in range(10):
-            child = multiprocessing.get_context("fork").Process(target=_work, args=(settings, job_id))
+            child = multiprocessing.get_context("spawn").Process(target=_work, args=(settings, job_id))
             child.start()
             child.join(timeout=240)
             codes.append(child.exitcode if child.exitcode is not None else 999)

@@ -203,6 +203,45 @@ def test_a_host_that_keeps_failing_a_job_is_block_listed(stores: Stores) -> None
     assert tasks.claim(first, tasks.mark_queued(first, "gpu"), "w-good", "good").run
 
 
+def test_a_dead_worker_counts_as_an_attempt_but_not_against_its_host(stores: Stores) -> None:
+    tasks = stores.tasks
+    stores.jobs.create(new_job("k", max_attempts=5))
+    first = next_task(tasks)
+    for _ in range(3):  # killed three times on one host: the host may still take the job's work
+        tasks.fail(first, start(tasks, first, host="h1"), "w1", "h1", FailureClass.WORKER_LOST, "stopped heartbeating")
+    assert tasks.get(first).attempts == 3 and tasks.get(first).failure == FailureClass.WORKER_LOST
+    assert "blocklisted" not in [e.kind for e in stores.jobs.events("k")]
+    assert next(c for c in tasks.candidates() if c.task_id == first).blocked_hosts == set()
+
+
+def test_retry_clears_the_block_list_so_the_job_can_run_again(stores: Stores) -> None:
+    tasks = stores.tasks
+    stores.jobs.create(new_job("r", max_attempts=2))
+    first = next_task(tasks)
+    for _ in range(2):  # the only host fails it twice: block-listed, and the task is dead
+        tasks.fail(first, start(tasks, first, host="only"), "w1", "only", FailureClass.RETRYABLE, "boom")
+    assert tasks.get(first).state == TaskState.DEAD and stores.jobs.get("r").state == JobState.FAILED
+    result, _ = tasks.control("r", ControlAction.RETRY, "admin")
+    assert result.ok and "block-list cleared (only)" in stores.jobs.events("r")[-1].message
+    assert next(c for c in tasks.candidates() if c.task_id == first).blocked_hosts == set()
+    assert tasks.claim(first, tasks.mark_queued(first, "gpu"), "w1", "only").run
+
+
+def test_failures_are_classed_by_what_another_attempt_could_change() -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from services.scheduling.retry import after_failure
+    from workers.runtime.failures import classify, describe
+
+    assert classify(SoftTimeLimitExceeded()) == FailureClass.TIME_LIMIT
+    assert "TASK_SOFT_TIME_LIMIT_S" in describe(SoftTimeLimitExceeded())
+    policy = RetryPolicy(0.0, 0.0)
+    assert after_failure(FailureClass.TIME_LIMIT, 1, 3, policy).state == TaskState.DEAD  # not retried like a crash
+    lost = after_failure(FailureClass.WORKER_LOST, 1, 3, policy)
+    assert lost.state == TaskState.RETRYING and lost.counted  # counted: a task that kills every worker ends
+    assert after_failure(FailureClass.WORKER_LOST, 3, 3, policy).state == TaskState.DEAD
+
+
 def test_pause_resume_cancel_and_priority(stores: Stores) -> None:
     tasks = stores.tasks
     stores.jobs.create(new_job("p"))

@@ -19,7 +19,9 @@ from farm_config.settings import Settings
 from schemas.refine import PropagationState
 from schemas.task import FailureClass
 from services.errors import QueueUnavailable
+from services.farm.closing import after_job_closed
 from services.scheduling.dispatch import QueueNames, plan_dispatch
+from services.store import JobStore
 from services.store.refine_tasks import RefineTasks
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -41,6 +43,7 @@ class Dispatcher:
     broker: Broker
     name: str = "dispatcher"
     refine_tasks: RefineTasks | None = None
+    jobs: JobStore | None = None  # to mark the version folder of a job a dead worker's task closed
 
     def tick(self) -> None:
         self.reconcile()
@@ -78,8 +81,8 @@ class Dispatcher:
         if gone:
             log.warning("worker(s) stopped heartbeating: %s", ", ".join(gone))
         hosts = {w.name: w.host for w in self.workers.all()}
-        for task_id, _job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
-            self.tasks.fail(  # a job this closes owes its webhook in the outbox; the sender posts it
+        for task_id, job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
+            closed = self.tasks.fail(  # a job this closes owes its webhook in the outbox; the sender posts it
                 task_id,
                 None,
                 self.name,
@@ -87,6 +90,8 @@ class Dispatcher:
                 FailureClass.WORKER_LOST,
                 f"worker {worker} stopped heartbeating (killed, crashed or cut off)",
             )
+            if closed.job_closed and self.jobs is not None:
+                after_job_closed(self.jobs, job_id)
         self.reconcile_propagations()
         queued = self.tasks.queued_by_queue()
         if not queued:

@@ -31,10 +31,11 @@ from schemas.task import (
     TaskStatus,
     require_reason,
 )
-from services.errors import InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
+from services.errors import IdempotencyConflict, InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
+from services.farm.closing import after_job_closed
 from services.paths import confine, confine_existing
 from services.store import JobStore
-from services.store.repository import JobFilter, NewJob
+from services.store.repository import JobFilter, NewJob, SubmitKeyTaken
 from services.store.task_store import TaskStore
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
 
@@ -57,7 +58,13 @@ class JobService:
         """``kick`` asks the dispatcher to send work now (after a submit or a control)."""
         self.settings, self.store, self.tasks, self.kick = settings, store, tasks, kick
 
-    def submit(self, spec: JobSpec, grant: TokenGrant) -> SubmitResponse:
+    def submit(self, spec: JobSpec, grant: TokenGrant, key: str | None = None) -> SubmitResponse:
+        """Validate, reserve the version folder, store the job with its tasks. With ``key`` (the
+        client's Idempotency-Key) a retried submission returns the job the first one made."""
+        if key is not None:
+            earlier = self._earlier(spec, grant, key)
+            if earlier is not None:
+                return earlier
         plate = self._check_plate(spec)
         output_root = self._check_output_root(spec.output_root)
         shot = spec.shot or shot_from_plate(plate)
@@ -65,25 +72,46 @@ class JobService:
         padding = max(4, plate.pattern.padding)
         stem = f"{shot}_roto_v{version:03d}"
         job_id = uuid.uuid4().hex[:12]
-        self.store.create(
-            NewJob(
-                id=job_id,
-                spec=spec,
-                user=grant.user,
-                shot=shot,
-                frames=plate.frames,
-                version=version,
-                output_dir=str(version_dir),
-                output_pattern=str(version_dir / f"{stem}.{'#' * padding}.exr"),
-                warnings=[],
-                task_frames=spec.task_frames or self.settings.task_frames,
-                max_attempts=self.settings.max_attempts,
+        try:
+            self.store.create(
+                NewJob(
+                    id=job_id,
+                    spec=spec,
+                    user=grant.user,
+                    shot=shot,
+                    frames=plate.frames,
+                    version=version,
+                    output_dir=str(version_dir),
+                    output_pattern=str(version_dir / f"{stem}.{'#' * padding}.exr"),
+                    warnings=[],
+                    task_frames=spec.task_frames or self.settings.task_frames,
+                    max_attempts=self.settings.max_attempts,
+                    submit_key=key,
+                )
             )
-        )
+        except BaseException as exc:
+            version_dir.rmdir()  # reserved just now and still empty: no job, no version folder
+            if isinstance(exc, SubmitKeyTaken) and key is not None:  # the same key, at the same moment
+                earlier = self._earlier(spec, grant, key)
+                if earlier is not None:
+                    return earlier
+            raise
         # The job is stored with its tasks: that is "queued". The dispatcher sends messages when
         # workers are free, so a broker outage delays a job, never loses it.
         self.kick()
         return SubmitResponse(id=job_id, state=JobState.QUEUED, version=version, output_dir=str(version_dir))
+
+    def _earlier(self, spec: JobSpec, grant: TokenGrant, key: str) -> SubmitResponse | None:
+        found = self.store.by_submit_key(grant.user, key)
+        if found is None:
+            return None
+        job_id, stored = found
+        if stored != spec.model_dump(mode="json"):
+            raise IdempotencyConflict.on_field(
+                "Idempotency-Key", f"{key!r} was used for job {job_id} with a different spec; use a new key"
+            )
+        job = self.get(job_id)
+        return SubmitResponse(id=job.id, state=job.state, version=job.version, output_dir=job.output_dir, replayed=True)
 
     def get(self, job_id: str) -> JobStatus:
         job = self.store.get(job_id)
@@ -149,6 +177,8 @@ class JobService:
         result, closed = self.tasks.control(
             job_id, action, grant.user, reason=request.reason, priority=request.priority, stage=stage, task_id=task_id
         )
+        if closed:
+            after_job_closed(self.store, job_id)
         self.kick(job_closed=closed)
         return result
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from schemas.refine import PropagationState, RefineProgress
 from services.farm.broker import CeleryBroker
+from services.farm.closing import after_job_closed
 from services.farm.dispatcher import Dispatcher
 from services.farm.refine_runner import run_propagation
 from services.farm.webhooks import WebhookSender
@@ -33,6 +34,10 @@ class FarmWorker:
 
     def run_task(self, task_id: int, token: str) -> Closed | None:
         closed = self.runtime.run_task(task_id, token)
+        if closed is not None and closed.job_closed:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                after_job_closed(self.stores.jobs, task.job_id)
         self.after_task()
         return closed
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from schemas import (
@@ -72,6 +73,11 @@ class NewJob:
     warnings: list[str]
     task_frames: int
     max_attempts: int
+    submit_key: str | None = None
+
+
+class SubmitKeyTaken(Exception):
+    """Another submission of this user with this Idempotency-Key was stored first."""
 
 
 class JobStore:
@@ -80,7 +86,23 @@ class JobStore:
 
     # --- submission and queries -------------------------------------------------------------
 
+    def by_submit_key(self, user: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The job ``user`` submitted with Idempotency-Key ``key``: its id and spec."""
+        with self.db.session() as s:
+            row = s.execute(select(JobRow.id, JobRow.spec).where(JobRow.user == user, JobRow.submit_key == key)).first()
+            return (row[0], row[1]) if row is not None else None
+
     def create(self, job: NewJob) -> None:
+        """Store the job with its stages, tasks and first event; SubmitKeyTaken when its
+        Idempotency-Key was stored first by a concurrent submission."""
+        try:
+            self._create(job)
+        except IntegrityError:
+            if job.submit_key is not None and self.by_submit_key(job.user, job.submit_key) is not None:
+                raise SubmitKeyTaken(job.submit_key) from None
+            raise
+
+    def _create(self, job: NewJob) -> None:
         with self.db.session() as s:
             row = JobRow(
                 id=job.id,
@@ -103,6 +125,7 @@ class JobStore:
                 pause_requested=False,
                 gpu_memory_mb=round((job.spec.min_gpu_memory_gb or 0) * 1024),
                 created_at=utcnow(),
+                submit_key=job.submit_key,
             )
             row.stages = [
                 StageRow(name=name, position=i, state=StageState.WAITING, frames_done=0, frames_total=len(job.frames))

@@ -22,6 +22,7 @@ from workers.io.exr import read_exr_header, remove_partial_writes
 from workers.io.plate import PlateDecoder, PlateInfo
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
+from workers.io.version_marker import clear_incomplete
 from workers.models.interfaces import ModelSet
 from workers.pipeline.driver import detect_step, open_shot, segment_step, track_step
 from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage, frame_logits
@@ -207,6 +208,7 @@ def _finalise(ctx: StageTask) -> None:
         raise LookupError(f"job {job.id} left the store while it was finalised")
     write_json_atomic(manifest, job_manifest(status, plate, decoder.colour, written, review_files))
     ctx.store.record_run(job.id, manifest=str(manifest))
+    clear_incomplete(Path(job.output_dir))  # a retried job that failed before is a delivery now
     shutil.rmtree(ctx.scratch, ignore_errors=True)
     ctx.log.info("manifest %s; %d frames", manifest.name, len(written))
 

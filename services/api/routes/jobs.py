@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import FileResponse
 
 from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
@@ -17,9 +17,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code i
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def submit_job(spec: JobSpec, jobs: ServiceDep, user: UserDep) -> SubmitResponse:
+def submit_job(
+    spec: JobSpec,
+    jobs: ServiceDep,
+    user: UserDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=8,
+            max_length=128,
+            pattern=r"^[A-Za-z0-9._:-]+$",
+            description="A key the client makes once per submission (e.g. a UUID) and sends again on every retry: "
+            "the retry returns the first job ('replayed': true) instead of making a second one.",
+        ),
+    ] = None,
+) -> SubmitResponse:
     """Validate a shot, reserve its output version, store it and queue it."""
-    return jobs.submit(spec, user)
+    return jobs.submit(spec, user, idempotency_key)
 
 
 @router.get("", responses=ERRORS)
