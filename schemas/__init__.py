@@ -24,7 +24,7 @@ from schemas.job import (
     SubmitResponse,
     split_prompt,
 )
-from schemas.worker import FarmOverview, QueueInfo, WorkerInfo, WorkerState
+from schemas.worker import FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
 
 __all__ = [
     "STAGE_ORDER",
@@ -52,6 +52,7 @@ __all__ = [
     "StageStatus",
     "Strategy",
     "SubmitResponse",
+    "Unplaceable",
     "WorkerInfo",
     "WorkerState",
     "format_frame_range",

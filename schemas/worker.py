@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 class WorkerState(StrEnum):
     ONLINE = "online"
     STOPPING = "stopping"  # draining: hands its task back between frames and takes no more
+    UNHEALTHY = "unhealthy"  # up, but cannot work (its models would not load): takes nothing, costs no job
     OFFLINE = "offline"
 
 
@@ -29,7 +30,8 @@ class WorkerInfo(BaseModel):
     current_job: str | None = None
     frames_done: int = 0
     frames_total: int = 0
-    state: WorkerState = Field(WorkerState.ONLINE, description="online, stopping (draining) or offline.")
+    state: WorkerState = Field(WorkerState.ONLINE, description="online, stopping (draining), unhealthy or offline.")
+    problem: str | None = Field(None, description="Why it is unhealthy, and the fix.")
     online: bool = Field(True, description="Heartbeat is fresh.")
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
@@ -41,6 +43,14 @@ class QueueInfo(BaseModel):
     tasks_queued: int = Field(description="Tasks the database says are on this queue.")
 
 
+class Unplaceable(BaseModel):
+    """A job with a waiting task no online worker could take, and why."""
+
+    job_id: str
+    task_id: int
+    why: str
+
+
 class FarmOverview(BaseModel):
     """One poll's worth for the dashboard."""
 
@@ -49,3 +59,6 @@ class FarmOverview(BaseModel):
     oldest_wait_s: float | None
     workers: list[WorkerInfo]
     broker_up: bool
+    unplaceable: list[Unplaceable] = Field(
+        default_factory=list, description="Jobs that wait for a worker that is not there (one line each)."
+    )

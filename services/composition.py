@@ -19,6 +19,7 @@ from services.farm.overview import FarmService
 from services.farm.refine import PropagationSender, RefineService
 from services.farm.webhooks import WebhookSender
 from services.farm.worker_node import FarmWorker
+from services.scheduling.dispatch import QueueNames
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
 from services.store.outbox import WebhookOutbox
@@ -132,7 +133,9 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         stores=stores,
         broker=sender,
         jobs=jobs,
-        farm=FarmService(stores.tasks, stores.workers, sender.depth),
+        farm=FarmService(
+            stores.tasks, stores.workers, sender.depth, QueueNames(settings.gpu_queue, settings.cpu_queue)
+        ),
         refine=build_refine_service(settings, stores, jobs, sender),
         loops=FarmLoops(dispatcher, webhooks, settings.dispatch_every_s),
         run_loops=settings.dispatcher,

@@ -178,6 +178,9 @@ def test_a_down_broker_delays_a_job_and_loses_nothing(settings: Settings, shot: 
         assert job["state"] == "queued" and job["tasks"] == {"waiting": 11}
         farm = client.get("/farm", headers=auth()).json()
         assert farm["broker_up"] is False and farm["tasks_waiting"] == 11
+        (stuck,) = farm["unplaceable"]  # no worker at all: the job says why it waits
+        assert stuck["job_id"] == job["id"] and "no online worker serves a GPU queue" in stuck["why"]
+        assert "mattefarm_jobs_unplaceable 1.0" in client.get("/metrics").text
         health = client.get("/healthz")  # the API is up, and says what it cannot reach
         assert health.status_code == 503 and health.json()["broker"].startswith("unreachable")
         assert health.json()["database"] == "ok"

@@ -90,3 +90,20 @@ def test_dispatch_respects_gpu_memory_blocklists_queues_and_show_caps() -> None:
     plan = plan_dispatch(capped, [free(f"w{i}") for i in range(3)], {}, names=NAMES, show_gpu_caps={"showA": 2},
                          show_gpu_busy={"showA": 1})  # fmt: skip
     assert [a.task_id for a in plan] == [4]
+
+
+def test_a_task_no_online_worker_could_take_says_why() -> None:
+    from services.scheduling.dispatch import Candidate, FreeWorker, QueueNames, why_unplaceable
+
+    names = QueueNames()
+    gpu16 = FreeWorker("w1", "h1", ("gpu", "cpu"), 16 * 1024)
+    cpu_only = FreeWorker("w2", "h2", ("cpu",), None)
+    task = Candidate(1, "j", None, gpu=True)
+    assert why_unplaceable(task, [gpu16, cpu_only], names) is None  # it only waits for a slot
+    assert "no online worker serves a GPU queue" in (why_unplaceable(task, [cpu_only], names) or "")
+    blocked = Candidate(1, "j", None, gpu=True, blocked_hosts=frozenset({"h1"}))
+    why = why_unplaceable(blocked, [gpu16, cpu_only], names) or ""
+    assert "block-listed" in why and "h1" in why and "retry" in why
+    big = Candidate(1, "j", None, gpu=True, gpu_memory_mb=40 * 1024)
+    assert why_unplaceable(big, [gpu16], names) == "needs a GPU with 40 GB; the largest online has 16 GB"
+    assert why_unplaceable(Candidate(2, "j", None, gpu=False), [cpu_only], names) is None

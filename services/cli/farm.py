@@ -22,6 +22,7 @@ from farm_config.profiles import PROFILES, get_profile
 from services.cli.common import console, err, farm_errors, follow_job
 from services.client import FarmClient
 from services.embedded import EmbeddedFarm, worker_command, worker_env
+from workers.models.builder import missing_checkpoints
 
 
 def _settings_env(backend: str | None, weights: str | None, port: int | None) -> dict[str, str]:
@@ -38,6 +39,14 @@ def _settings_env(backend: str | None, weights: str | None, port: int | None) ->
 def _start_embedded(env: dict[str, str]):
     os.environ.update(env)
     get_settings.cache_clear()  # the CLI's settings follow what it just set for the farm
+    missing = missing_checkpoints(get_settings())
+    if missing:  # say so now, rather than start a worker that cannot work
+        raise RuntimeError(
+            "the models are not here:\n  "
+            + "\n  ".join(missing)
+            + "\nrun `mattefarm models download` (on a machine with network access), or start with "
+            "--backend synthetic, or --weights random for a speed test"
+        )
     farm = EmbeddedFarm(get_settings(), env)
     with console.status("starting the embedded farm (API + worker)…"):
         token = farm.start()

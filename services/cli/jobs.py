@@ -87,6 +87,10 @@ def status(job_id: str, follow: bool, as_json: bool) -> None:
             console.print_json(job.model_dump_json())
         else:
             print_status(job)
+            if not job.state.is_final:
+                for stuck in farm.farm().unplaceable:
+                    if stuck.job_id == job.id:
+                        console.print(f"[yellow]can't be placed:[/] {stuck.why}")
 
 
 @click.command()

@@ -98,6 +98,12 @@ class FarmCollector(Collector):
         waiting = GaugeMetricFamily("mattefarm_tasks_waiting", "Tasks not yet running (waiting, retrying, queued).")
         waiting.add_metric([], overview.tasks_waiting)
         yield waiting
+        stuck = GaugeMetricFamily(
+            "mattefarm_jobs_unplaceable",
+            "Jobs with a waiting task no online worker could take (the dashboard and /farm say why).",
+        )
+        stuck.add_metric([], len(overview.unplaceable))
+        yield stuck
         oldest = GaugeMetricFamily(
             "mattefarm_queue_oldest_wait_seconds", "How long the oldest job with unstarted tasks has waited."
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from schemas import FarmOverview, QueueInfo, WorkerInfo, WorkerState
+from schemas import FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
 from services.errors import JobNotFound
+from services.scheduling.dispatch import FreeWorker, QueueNames, why_unplaceable
 from services.store.tables import utcnow
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -16,9 +17,29 @@ log = logging.getLogger(__name__)
 
 class FarmService:
     def __init__(
-        self, tasks: TaskStore, workers: WorkerRegistry, depth: Callable[[list[str]], dict[str, int]] | None
+        self,
+        tasks: TaskStore,
+        workers: WorkerRegistry,
+        depth: Callable[[list[str]], dict[str, int]] | None,
+        names: QueueNames | None = None,
     ) -> None:
-        self.tasks, self.workers, self.depth = tasks, workers, depth
+        self.tasks, self.workers, self.depth, self.names = tasks, workers, depth, names or QueueNames()
+
+    def unplaceable(self, workers: list[WorkerInfo]) -> list[Unplaceable]:
+        """Each job's first waiting task that no online worker could take, with the reason."""
+        healthy = [w for w in workers if w.online and w.state != WorkerState.UNHEALTHY]
+        online = [FreeWorker(w.name, w.host, tuple(w.queues), w.gpu_memory_total_mb) for w in healthy]
+        sick = "; ".join(f"{w.name} is unhealthy ({w.problem})" for w in workers if w.state == WorkerState.UNHEALTHY)
+        found: dict[str, Unplaceable] = {}
+        for candidate in self.tasks.candidates(limit=500):
+            if candidate.job_id in found:
+                continue
+            why = why_unplaceable(candidate, online, self.names)
+            if why is not None and sick and why.startswith("no online worker"):
+                why = f"{why}; {sick}"
+            if why is not None:
+                found[candidate.job_id] = Unplaceable(job_id=candidate.job_id, task_id=candidate.task_id, why=why)
+        return list(found.values())
 
     def overview(self) -> FarmOverview:
         workers = self.workers.all()
@@ -40,6 +61,7 @@ class FarmService:
             oldest_wait_s=round((utcnow() - oldest).total_seconds(), 1) if oldest else None,
             workers=workers,
             broker_up=broker_up,
+            unplaceable=self.unplaceable(workers),
         )
 
     def worker(self, name: str) -> WorkerInfo:

@@ -90,3 +90,24 @@ def plan_dispatch(
                     busy[cand.show] += 1
                 break
     return plan
+
+
+def why_unplaceable(candidate: Candidate, online: Iterable[FreeWorker], names: QueueNames) -> str | None:
+    """Why no online worker, busy or not, could ever take ``candidate`` as the farm stands; None
+    when one could (it only waits for a free slot). What a monitor reads beside a stuck job."""
+    kind = "GPU" if candidate.gpu else "CPU"
+    serving = [w for w in online if any(names.serves(q, candidate.gpu) for q in w.queues)]
+    if not serving:
+        return f"no online worker serves a {kind} queue: start one (mattefarm worker)"
+    allowed = [w for w in serving if w.host not in candidate.blocked_hosts]
+    if not allowed:
+        hosts = ", ".join(sorted({w.host for w in serving}))
+        return f"every host serving its queue is block-listed for this job ({hosts}): an admin retry clears it"
+    if candidate.gpu and candidate.gpu_memory_mb:
+        big = [w for w in allowed if (w.gpu_memory_mb or 0) >= candidate.gpu_memory_mb]
+        if not big:
+            most = max((w.gpu_memory_mb or 0) for w in allowed)
+            return (
+                f"needs a GPU with {candidate.gpu_memory_mb / 1024:.0f} GB; the largest online has {most / 1024:.0f} GB"
+            )
+    return None

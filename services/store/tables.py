@@ -176,7 +176,8 @@ class WorkerRow(Base):
     current_job: Mapped[str | None] = mapped_column(String(32))
     frames_done: Mapped[int] = mapped_column(Integer, default=0)
     frames_total: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(16))  # online, stopping, offline
+    state: Mapped[str] = mapped_column(String(16))  # online, stopping, unhealthy, offline
+    problem: Mapped[str | None] = mapped_column(Text)  # why it is unhealthy (its models would not load)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

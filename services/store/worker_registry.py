@@ -25,6 +25,7 @@ class WorkerRegistry:
             row.current_task = row.current_job = None
             row.frames_done = row.frames_total = 0
             row.state = WorkerState.ONLINE
+            row.problem = None
             row.started_at = row.heartbeat_at = utcnow()
             s.merge(row)
 
@@ -57,6 +58,12 @@ class WorkerRegistry:
                 s.execute(update(WorkerRow).where(WorkerRow.name == name).values(state=WorkerState.ONLINE))
                 state = WorkerState.ONLINE
             return WorkerState(state or WorkerState.ONLINE)
+
+    def set_unhealthy(self, name: str, problem: str) -> bool:
+        """The worker cannot work (its models would not load): it takes nothing until restarted."""
+        with self.db.session() as s:
+            query = update(WorkerRow).where(WorkerRow.name == name)
+            return bool(rows_changed(s, query.values(state=WorkerState.UNHEALTHY, problem=problem[:2000])))
 
     def set_state(self, name: str, state: WorkerState) -> bool:
         with self.db.session() as s:
@@ -121,6 +128,7 @@ def _info(row: WorkerRow, online: bool) -> WorkerInfo:
         frames_done=row.frames_done,
         frames_total=row.frames_total,
         state=WorkerState(row.state),
+        problem=row.problem,
         online=online,
         started_at=row.started_at,
         heartbeat_at=row.heartbeat_at,

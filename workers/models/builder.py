@@ -76,6 +76,18 @@ def build_synthetic(delay_s: float = 0.0, noise: SyntheticNoise | None = None) -
     )
 
 
+def missing_checkpoints(settings: Settings) -> list[str]:
+    """What a worker with these settings would fail to load, each with the fix; empty when it
+    would load (or needs no files: the synthetic backend, random weights). Reads no file."""
+    if settings.model_backend != "sam2-gdino" or settings.weights == "random":
+        return []
+    missing = []
+    for spec in (sam2_spec(settings.sam2_size), MODELS["groundingdino-swint"]):  # as ``_checkpoint`` reads them
+        if not (settings.models_dir / spec.checkpoint.name).exists():
+            missing.append(f"{spec.description}: {spec.checkpoint.name} is not in {settings.models_dir}")
+    return missing
+
+
 def _checkpoint(settings: Settings, key: str) -> Path:
     spec = MODELS[key]
     path = settings.models_dir / spec.checkpoint.name

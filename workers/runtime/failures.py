@@ -20,6 +20,11 @@ class InjectedFault(RuntimeError):
     """A failure asked for by ``MATTEFARM_FAULT`` (fire drills and fault tests)."""
 
 
+class ModelsUnavailable(RuntimeError):
+    """This worker's models would not load (no checkpoints, a broken CUDA): the node's fault, not
+    the job's. The worker marks itself unhealthy and the task goes back uncounted."""
+
+
 # The farm's fault, not the task's: the database or broker went away, a connection broke, the
 # pool lost its child. ConnectionError covers BrokenPipeError and the other socket errors; the
 # drivers' own errors come through when they are raised outside SQLAlchemy or kombu.
@@ -53,7 +58,7 @@ def classify(exc: BaseException) -> FailureClass:
         return FailureClass.FATAL  # the plate or a path is wrong: another attempt reads the same files
     if is_out_of_memory(exc):
         return FailureClass.OUT_OF_MEMORY
-    if isinstance(exc, INFRASTRUCTURE_ERRORS):
+    if isinstance(exc, (*INFRASTRUCTURE_ERRORS, ModelsUnavailable)):
         return FailureClass.INFRASTRUCTURE
     return FailureClass.RETRYABLE
 

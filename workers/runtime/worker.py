@@ -22,7 +22,7 @@ from workers.io.plate import resolve_plate
 from workers.models.interfaces import ModelSet
 from workers.pipeline.stages import JobCanceled
 from workers.runtime import gpu
-from workers.runtime.failures import classify, describe
+from workers.runtime.failures import ModelsUnavailable, classify, describe
 from workers.runtime.fault_drill import inject_fault
 from workers.runtime.heartbeat import TaskReporter, WorkerPulse
 from workers.runtime.model_cache import ModelCache
@@ -31,6 +31,9 @@ from workers.runtime.stage_tasks import StageTask, run_stage_task
 log = logging.getLogger(__name__)
 task_log = logging.getLogger("workers.task")
 task_log.setLevel(logging.INFO)  # the task log keeps INFO whatever the process's log level
+
+
+UNHEALTHY_BACKOFF_S = 2.0
 
 
 def worker_name(settings: Settings) -> str:
@@ -50,6 +53,7 @@ class WorkerRuntime:
     host: str = field(default_factory=socket.gethostname)
     models_cache: ModelCache = field(default_factory=ModelCache)
     pulse: WorkerPulse = field(init=False)
+    problem: str | None = None  # set when the models would not load: the worker takes nothing more
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -80,7 +84,17 @@ class WorkerRuntime:
         return round(get_profile(self.settings.worker_profile).gpu_memory_gb * 1024) or None
 
     def models_for(self, settings: Settings) -> ModelSet:
-        return self.models_cache.get(settings)
+        try:
+            return self.models_cache.get(settings)
+        except Exception as exc:
+            self.mark_unhealthy(f"its models would not load: {describe(exc)}")
+            raise ModelsUnavailable(self.problem or "") from exc
+
+    def mark_unhealthy(self, problem: str) -> None:
+        self.problem = problem
+        log.error("worker %s is unhealthy: %s", self.name, problem)
+        if self.register:
+            self.stores.workers.set_unhealthy(self.name, problem)
 
     @property
     def models(self) -> ModelSet:
@@ -98,6 +112,12 @@ class WorkerRuntime:
             log.info("task %s: not run (%s)", task_id, claimed.reason)
             return None
         task = claimed.task
+        if self.problem is not None:  # a message reached a worker that cannot work: hand it back, uncounted
+            closed = self.stores.tasks.release(
+                task.id, token, self.name, f"worker {self.name} is unhealthy: {self.problem}"
+            )
+            time.sleep(UNHEALTHY_BACKOFF_S)  # let a healthy worker take the message next
+            return closed
         self.pulse.begin(task)
         started = time.monotonic()
         try:
