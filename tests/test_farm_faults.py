@@ -139,3 +139,58 @@ def test_a_high_priority_job_starts_next_on_a_busy_farm(
     # Only the job that was running when it arrived started before it; the other nine wait.
     assert started[low[0]] < high_started
     assert all(started[j] is None or started[j] > high_started for j in low[1:]), started
+
+
+def test_a_worker_killed_mid_track_of_a_long_shot_is_replaced_and_its_host_kept(
+    redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    """The reported case: 60 frames (layer scratch spills to disk), the GPU worker process SIGKILLed
+    in the track stage's backward pass. Celery starts a new pool process on the same host, which
+    takes the retry: a death must not block-list the host, and the retry starts clean."""
+    plate = write_small_shot(tmp_path, "sh080", frames=60)
+    with live_farm(tmp_path, redis_server, database_url, task_frames="30", fault="kill@track:45") as farm:
+        farm.start_worker("w1")  # the drill SIGKILLs its pool process at frame 45 of the first track attempt
+        job_id = submit(farm, plate)
+        job = farm.wait_for(job_id, lambda j: j.state.is_final, timeout=180)
+        with farm.client() as client:
+            tasks = client.tasks(job_id)
+            events = client.events(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    track = next(t for t in tasks if t.stage == "track")
+    assert track.attempts == 2 and track.worker.startswith("w1@")
+    assert "SIGKILL at frame 45" in farm.log("w1")
+    assert any("worker_lost" in e.message for e in events if e.task_id == track.id), [e.message for e in events]
+    assert "blocklisted" not in [e.kind for e in events]
+    output = Path(job.output_dir)
+    assert len(list(output.glob("*.exr"))) == 60 and not (output / ".work").exists()
+    assert not list(output.rglob(".*")), "a temporary file was left behind"
+
+
+def test_the_api_killed_mid_job_while_a_client_submits_loses_and_doubles_nothing(
+    redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    plate = write_small_shot(tmp_path, "sh090", frames=24)
+    with live_farm(tmp_path, redis_server, database_url, task_frames="4", synthetic_delay_s="0.05") as farm:
+        farm.start_worker("w1")
+        job_id = submit(farm, plate)
+        farm.wait_for(job_id, lambda j: j.stages[0].frames_done >= 8)
+        farm.kill("api")  # SIGKILL: the dispatcher in it dies too; the worker keeps going
+        spec = {"plate": str(plate), "prompt": "ball", "output_root": str(farm.root / "renders")}
+        key = "resubmit-after-api-kill"
+        with farm.client() as client:  # the API is down: the client's retries wait it out
+            import threading
+
+            restarted = threading.Timer(1.0, farm.start_api)
+            restarted.start()
+            second = client.submit(spec, idempotency_key=key, retries=8, backoff_s=0.5)
+            restarted.join()
+            again = client.submit(spec, idempotency_key=key)  # a retry after the reply was lost
+            health = client.health()
+        job = farm.wait_for(job_id, lambda j: j.state.is_final, timeout=180)
+        other = farm.wait_for(second.id, lambda j: j.state.is_final, timeout=180)
+        with farm.client() as client:
+            total = client.jobs(limit=50).total
+    assert again.id == second.id and again.replayed and total == 2  # no twin
+    assert health["database"] == "ok" and health["broker"] == "ok"
+    assert job.state == JobState.SUCCEEDED and other.state == JobState.SUCCEEDED, (job.error, other.error)
+    assert len(list(Path(job.output_dir).glob("*.exr"))) == 24
