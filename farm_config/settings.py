@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Queues this worker consumes; default: its profile's (or gpu,cpu)."
     )
     task_frames: int = Field(50, ge=1, le=10000, description="Frames per task for detect, segment and export.")
+    max_tasks_per_stage: int = Field(
+        200, ge=1, le=100_000, description="Most tasks one stage of a job may have (a submit's task_frames is checked)."
+    )
     heartbeat_s: float = Field(5.0, gt=0, le=300, description="How often workers report liveness and progress.")
     heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A running task silent this long is retried elsewhere (its worker is dead)."
@@ -166,6 +169,18 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A propagation whose worker has not reported for this long is sent to another worker."
     )
     refine_attempts: int = Field(3, ge=1, le=10, description="Workers a propagation may start on before it fails.")
+    # webhooks (per-job notify_url)
+    webhook_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (names, addresses or CIDR ranges) a notify_url may point at even when private; other "
+        "URLs must resolve to public addresses only (loopback, link-local and private ranges are refused: SSRF).",
+    )
+    webhook_secret: str = Field(
+        "",
+        repr=False,
+        description="HMAC-SHA256 key signing every webhook (X-Mattefarm-Signature); empty = one made in data_dir. "
+        "Set it on every process of a farm that spans machines.",
+    )
     # the CLI's side: which farm it talks to and as whom
     api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
     token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")
@@ -173,7 +188,7 @@ class Settings(BaseSettings):
     worker_node: str = Field("", description="Celery node name (node@host); workers are named node:pid.")
     warm_models: bool = Field(True, description="Load the models when a worker process starts, not on its first task.")
 
-    @field_validator("read_roots", "write_roots", "tokens", "worker_queues", mode="before")
+    @field_validator("read_roots", "write_roots", "tokens", "worker_queues", "webhook_hosts", mode="before")
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
@@ -236,6 +251,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mattefarm.db').resolve()}"
+
+    @property
+    def webhook_secret_path(self) -> Path:
+        return self.data_dir / "webhook_secret"
 
     @property
     def consumed_queues(self) -> list[str]:

@@ -105,15 +105,24 @@ class PipelineOptions(BaseModel):
         return self
 
 
+MAX_CLASSES = 32  # GroundingDINO's text context holds about this many short phrases
+MAX_CLASS_CHARS = 64
+
+
 class JobSpec(BaseModel):
     """A submission: one plate, one prompt, one output root."""
 
     model_config = ConfigDict(extra="forbid")
 
     plate: str = Field(
-        ..., min_length=1, description="Frame-sequence pattern: /path/sh010_plate.####.exr, %04d or $F4."
+        ...,
+        min_length=1,
+        max_length=4096,
+        description="Frame-sequence pattern: /path/sh010_plate.####.exr, %04d or $F4.",
     )
-    frames: str | None = Field(None, description="Frame range like 1001-1100; default: the frames on disk.")
+    frames: str | None = Field(
+        None, max_length=1000, description="Frame range like 1001-1100; default: the frames on disk."
+    )
     on_missing_frames: MissingFrames = Field(
         MissingFrames.REFUSE, description="Frames of the range not on disk: 'refuse' the job, or 'skip' and list them."
     )
@@ -125,8 +134,12 @@ class JobSpec(BaseModel):
         max_length=128,
         description="Plate colour space (an OCIO name, or acescg, linear, srgb, cineon); default by header and format.",
     )
-    prompt: str = Field(..., description="Comma-separated classes, e.g. 'person, car'.")
-    output_root: str = Field(..., min_length=1, description="Folder under an allowed write root.")
+    prompt: str = Field(
+        ...,
+        max_length=2000,
+        description="Comma-separated classes, e.g. 'person, car' (at most 32 classes of at most 64 characters).",
+    )
+    output_root: str = Field(..., min_length=1, max_length=4096, description="Folder under an allowed write root.")
     priority: int = Field(50, ge=0, le=100, description="0 lowest, 100 highest.")
     show: str | None = Field(None, max_length=64)
     shot: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -156,12 +169,26 @@ class JobSpec(BaseModel):
             )
         return url.strip()
 
+    @field_validator("plate", "frames", "plate_part", "colourspace", "prompt", "output_root", "show", "notify_url")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # A NUL or another control character is never part of a path, a class or a name (and
+        # PostgreSQL refuses NUL in text): say so here instead of failing deep in the farm.
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("contains a control character (e.g. NUL); remove it")
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _prompt_has_classes(cls, prompt: str) -> str:
         classes = split_prompt(prompt)
         if not classes:
             raise ValueError("prompt is empty; name one or more classes, e.g. 'person, car'")
+        if len(classes) > MAX_CLASSES:
+            raise ValueError(f"{len(classes)} classes; at most {MAX_CLASSES} per job (split the prompt over jobs)")
+        long = next((c for c in classes if len(c) > MAX_CLASS_CHARS), None)
+        if long is not None:
+            raise ValueError(f"class {long[:40]!r}… is over {MAX_CLASS_CHARS} characters; name it in a few words")
         return ", ".join(classes)
 
     @field_validator("frames")

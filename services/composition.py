@@ -118,7 +118,7 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         broker = owned = CeleryBroker(settings)
     sender: Broker = broker
     dispatcher = build_dispatcher(settings, stores, sender, "api")
-    webhooks = WebhookSender(stores.outbox, stores.jobs, "api")
+    webhooks = WebhookSender(stores.outbox, stores.jobs, "api", settings)
 
     def kick(*, job_closed: bool = False) -> None:
         try:
@@ -149,7 +149,7 @@ def build_dispatcher_loops(settings: Settings) -> tuple[FarmLoops, FarmStores, C
     broker = CeleryBroker(settings)
     loops = FarmLoops(
         build_dispatcher(settings, stores, broker, "dispatcher"),
-        WebhookSender(stores.outbox, stores.jobs, "dispatcher"),
+        WebhookSender(stores.outbox, stores.jobs, "dispatcher", settings),
         settings.dispatch_every_s,
     )
     return loops, stores, broker
@@ -177,7 +177,7 @@ def build_worker(settings: Settings, *, register: bool = True, name: str = "", b
     return FarmWorker(
         runtime=runtime,
         stores=stores,
-        webhooks=WebhookSender(stores.outbox, stores.jobs, runtime.name),
+        webhooks=WebhookSender(stores.outbox, stores.jobs, runtime.name, settings),
         dispatcher=build_dispatcher(settings, stores, owned, runtime.name) if owned is not None else None,
         broker=owned,
     )

@@ -51,6 +51,7 @@ def settings(farm_root: Path, tmp_path: Path) -> Settings:
         task_frames=3,  # 8-frame shots split into three chunks per stage
         retry_backoff_s=0.0,
         dispatch_every_s=0.2,
+        webhook_hosts=["127.0.0.1"],  # the tests' receivers listen on loopback: allow-listed, as a studio's hook host
     )
 
 

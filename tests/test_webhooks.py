@@ -141,7 +141,7 @@ def test_an_owed_webhook_survives_until_a_sender_drains_it_and_goes_out_once(
         _, closed = stores.tasks.control(job_id, ControlAction.CANCEL, "alice", reason="wrong plate")
         assert closed and stores.outbox.pending() == 1
         assert receiver.all() == []  # owed, not yet sent: a crash here loses nothing
-        senders = [WebhookSender(stores.outbox, stores.jobs, f"sender{i}") for i in range(2)]
+        senders = [WebhookSender(stores.outbox, stores.jobs, f"sender{i}", settings) for i in range(2)]
         threads = [threading.Thread(target=s.drain) for s in senders]
         for thread in threads:
             thread.start()
@@ -155,3 +155,78 @@ def test_an_owed_webhook_survives_until_a_sender_drains_it_and_goes_out_once(
         assert [e.message for e in notes] == ["webhook delivered: job.canceled"]
     finally:
         stores.close()
+
+
+def _resolving(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    return lambda host: table[host]
+
+
+def test_webhooks_go_only_to_public_or_allow_listed_hosts() -> None:
+    from services.farm.webhooks import webhook_target_problem
+
+    dns = _resolving(
+        {
+            "hooks.example": ["93.184.216.34"],
+            "localhost": ["127.0.0.1"],
+            "metadata.internal": ["169.254.169.254"],
+            "db.studio": ["10.1.2.3"],
+            "sneaky.example": ["93.184.216.34", "192.168.0.7"],  # one private answer is enough to refuse
+            "127.0.0.1": ["127.0.0.1"],
+            "::1": ["::1"],
+        }
+    )
+    assert webhook_target_problem("https://hooks.example/roto", [], dns) is None
+    for url in ("http://localhost:8000/x", "http://metadata.internal/latest", "http://db.studio/h",
+                "http://sneaky.example/h", "http://127.0.0.1:9/h", "http://[::1]/h"):  # fmt: skip
+        problem = webhook_target_problem(url, [], dns)
+        assert problem is not None and "MATTEFARM_WEBHOOK_HOSTS" in problem, url
+    assert webhook_target_problem("http://db.studio/h", ["db.studio"], dns) is None  # by name
+    assert webhook_target_problem("http://db.studio/h", ["10.0.0.0/8"], dns) is None  # by range
+
+
+def test_a_private_notify_url_is_refused_at_submit_naming_the_field(
+    api: TestClient, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    settings.webhook_hosts = []
+    body = {
+        "plate": str(shot),
+        "prompt": "ball",
+        "output_root": str(farm_root / "o"),
+        "notify_url": "http://127.0.0.1:8080/x",
+    }
+    response = api.post("/jobs", json=body, headers={"Authorization": f"Bearer {ALICE}"})
+    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "notify_url"
+    assert "loopback" in response.json()["message"]
+
+
+def test_every_delivery_is_signed_with_the_farm_secret(
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    import hashlib
+    import hmac
+
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    settings.webhook_secret = "s3cret-for-the-test"
+    try:
+        job_id = submit(settings, shot, farm_root, notify_url=f"http://127.0.0.1:{httpd.server_port}/hook")
+        run_tasks(runtime, job_id)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    ((headers, body),) = seen
+    stamp = headers["X-Mattefarm-Timestamp"]
+    expected = hmac.new(b"s3cret-for-the-test", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert headers["X-Mattefarm-Signature"] == f"sha256={expected}"
+    assert json.loads(body)["id"] == job_id

@@ -60,19 +60,26 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            FieldProblem(field=_field_of(err), message=str(err["msg"]).removeprefix("Value error, "))
-            for err in exc.errors()
-        ]
+        problems = [FieldProblem(field=_field_of(err), message=_message_of(err)) for err in exc.errors()]
         message = "; ".join(f"{p.field}: {p.message}" for p in problems)
         return JSONResponse(ErrorBody(error="invalid_spec", message=message, problems=problems).model_dump(), 422)
 
     return app
 
 
+def _message_of(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "json_invalid":  # the location is a byte offset, not a field
+        at = next((p for p in error["loc"] if isinstance(p, int)), None)
+        where = f" at byte {at}" if at is not None else ""
+        return f"the request body is not valid JSON{where}: {(error.get('ctx') or {}).get('error', error['msg'])}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def _field_of(error: Mapping[str, Any]) -> str:
     """The request field a validation error is about; for a union told apart by a tag (an edit's
     ``kind``), the tag's own name."""
+    if error.get("type") == "json_invalid":
+        return "body"
     path = [str(p) for p in error["loc"] if p != "body"]
     tag = (error.get("ctx") or {}).get("discriminator")
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found") and tag:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from farm_config.settings import Settings, TokenGrant
 from services.errors import NotAuthenticated
@@ -39,3 +39,13 @@ def current_user(
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ServiceDep = Annotated[JobService, Depends(get_service)]
 UserDep = Annotated[TokenGrant, Depends(current_user)]
+
+
+# Identifiers in paths and queries, bounded where the database's types end (an id past a 32-bit
+# integer, or a NUL in a string, is a 422 naming it, not the database's 500).
+INT32 = 2**31 - 1
+JobId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="A job id.")]
+TaskId = Annotated[int, Path(ge=1, le=INT32, description="A task id.")]
+FrameNumber = Annotated[int, Path(ge=-INT32, le=INT32, description="A plate frame number.")]
+Offset = Annotated[int, Query(ge=0, le=INT32)]
+Name = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]

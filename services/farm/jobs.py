@@ -33,11 +33,13 @@ from schemas.task import (
 )
 from services.errors import IdempotencyConflict, InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
 from services.farm.closing import after_job_closed
+from services.farm.webhooks import webhook_target_problem
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob, SubmitKeyTaken
 from services.store.task_store import TaskStore
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
+from workers.io.sequence import SequencePattern, SequencePatternError
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
@@ -65,6 +67,11 @@ class JobService:
             earlier = self._earlier(spec, grant, key)
             if earlier is not None:
                 return earlier
+        check_priority(spec.priority, grant)
+        if spec.notify_url is not None:
+            problem = webhook_target_problem(spec.notify_url, self.settings.webhook_hosts)
+            if problem is not None:
+                raise InvalidSpec.on_field("notify_url", problem)
         plate = self._check_plate(spec)
         output_root = self._check_output_root(spec.output_root)
         shot = spec.shot or shot_from_plate(plate)
@@ -171,9 +178,8 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r}")
         if owner != grant.user and not grant.is_admin:
             raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may {action} it")
-        rush = action == ControlAction.PRIORITY and (request.priority or 0) > 90
-        if rush and not grant.is_admin:
-            raise NotAllowed("priorities above 90 are for admins (rush); ask a farm admin")
+        if action == ControlAction.PRIORITY:
+            check_priority(request.priority or 0, grant)
         result, closed = self.tasks.control(
             job_id, action, grant.user, reason=request.reason, priority=request.priority, stage=stage, task_id=task_id
         )
@@ -204,6 +210,13 @@ class JobService:
         roots = self.settings.read_roots
         confine(str(Path(spec.plate).parent), roots, "plate", "read")
         frames = parse_frame_range(spec.frames) if spec.frames else None
+        # Confinement comes before any open: a frame that is a symlink out of the read roots is
+        # refused (403) before a header of it is read.
+        try:
+            on_disk = SequencePattern.parse(spec.plate)
+        except SequencePatternError as exc:
+            raise InvalidSpec.on_field("plate", str(exc)) from None
+        confine_existing([on_disk.path_for(f) for f in on_disk.frames_on_disk()], roots, "plate", "read")
         try:
             plate = resolve_plate(
                 spec.plate, frames, skip_missing=spec.on_missing_frames == MissingFrames.SKIP, part=spec.plate_part
@@ -212,8 +225,20 @@ class JobService:
             PlateDecoder.configured(plate, spec.options.max_side, spec.colourspace, self.settings)
         except PlateError as exc:
             raise InvalidSpec.on_field(exc.field, exc.message) from None
-        confine_existing([plate.path_for(f) for f in plate.frames], roots, "plate", "read")
+        self._check_task_count(spec, len(plate.frames))
         return plate
+
+    def _check_task_count(self, spec: JobSpec, frames: int) -> None:
+        """A chunk size that would make thousands of tasks is a typo, not a plan."""
+        size = spec.task_frames or self.settings.task_frames
+        tasks = -(-frames // size)
+        if tasks > self.settings.max_tasks_per_stage:
+            least = -(-frames // self.settings.max_tasks_per_stage)
+            raise InvalidSpec.on_field(
+                "task_frames",
+                f"{size} frames per task makes {tasks} tasks per stage on this {frames}-frame plate; "
+                f"the farm allows {self.settings.max_tasks_per_stage}: give at least {least}",
+            )
 
     def _check_output_root(self, raw: str) -> Path:
         root = confine(raw, self.settings.write_roots, "output_root", "write")
@@ -244,6 +269,17 @@ class JobService:
                 version += 1
             except OSError as exc:
                 raise PathNotAllowed.on_field("output_root", f"can't create {version_dir} ({exc.strerror})") from None
+
+
+RUSH_PRIORITY = 90  # above this, a job jumps every queue: farm admins only
+
+
+def check_priority(priority: int, grant: TokenGrant) -> None:
+    """The one rule for who may rush, at submit and on the priority control alike."""
+    if priority > RUSH_PRIORITY and not grant.is_admin:
+        raise NotAllowed.on_field(
+            "priority", f"priorities above {RUSH_PRIORITY} are for admins (rush); ask a farm admin, or give ≤ 90"
+        )
 
 
 def shot_from_plate(plate: PlateInfo) -> str:

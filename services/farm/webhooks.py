@@ -3,17 +3,29 @@
 The job's closing owes the webhook in the outbox (``services.store.outbox``); this sender delivers it.
 
 Delivery never changes the job's outcome: a receiver that is down costs a logged event, not a job.
+Every delivery is signed (``X-Mattefarm-Signature``), and goes only to a public address or an
+allow-listed host (``webhook_target_problem``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import json
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from farm_config.settings import Settings
 from schemas import EventKind, JobStatus
 from services.store import JobStore
 from services.store.outbox import OwedWebhook, WebhookOutbox
@@ -41,14 +53,87 @@ def job_payload(job: JobStatus) -> dict[str, Any]:
     }
 
 
-def deliver(
-    url: str, payload: dict[str, Any], *, attempts: int = 3, timeout_s: float = 5.0, backoff_s: float = 0.5
-) -> str | None:
-    """POST ``payload``; None on a 2xx, else the last problem in words."""
-    problem = "not tried"
-    for attempt in range(attempts):
+Resolver = Callable[[str], list[str]]
+
+
+def resolve_host(host: str) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
+
+
+def webhook_target_problem(url: str, allowed: list[str], resolve: Resolver = resolve_host) -> str | None:
+    """Why the farm must not POST to ``url`` (None: it may). A host on the allow-list may be
+    anything; any other must resolve only to public addresses, so a job cannot make the farm
+    call its own loopback, link-local (cloud metadata) or private services (SSRF). Checked at
+    submit and again before each delivery (a name may resolve elsewhere by then)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return "has no host"
+    try:
+        addresses = resolve(host)
+    except OSError as exc:
+        return f"host {host} does not resolve ({exc})"
+    for entry in allowed:
+        if host == entry.lower():
+            return None
         try:
-            response = httpx.post(url, json=payload, timeout=timeout_s, follow_redirects=False)
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue
+        if addresses and all(ipaddress.ip_address(a) in network for a in addresses):
+            return None
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if not ip.is_global or ip.is_multicast:
+            return (
+                f"host {host} is {address}, a loopback, link-local or private address; "
+                "ask an admin to add it to MATTEFARM_WEBHOOK_HOSTS"
+            )
+    return None
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """What ``X-Mattefarm-Signature`` carries: HMAC-SHA256 of 'TIMESTAMP.BODY' under the farm's secret
+    (receivers recompute it, and refuse old timestamps to stop replays)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def farm_webhook_secret(settings: Settings) -> str:
+    """The secret from the settings, else the one kept in data_dir (made once, mode 0600)."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    path = settings.webhook_secret_path
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
+def deliver(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str,
+    attempts: int = 3,
+    timeout_s: float = 5.0,
+    backoff_s: float = 0.5,
+) -> str | None:
+    """POST ``payload``, signed; None on a 2xx, else the last problem in words."""
+    problem = "not tried"
+    body = json.dumps(payload, sort_keys=True, default=str).encode()
+    for attempt in range(attempts):
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Mattefarm-Timestamp": stamp,
+            "X-Mattefarm-Signature": signature(secret, stamp, body),
+        }
+        try:
+            response = httpx.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
             if response.is_success:
                 return None
             problem = f"HTTP {response.status_code}"
@@ -67,8 +152,15 @@ class WebhookSender:
     The API process runs it beside the dispatcher, and a worker drains it after each task so the
     receiver hears at once; claims make each delivery happen once whoever drains."""
 
-    def __init__(self, outbox: WebhookOutbox, jobs: JobStore, actor: str) -> None:
-        self.outbox, self.jobs, self.actor = outbox, jobs, actor
+    def __init__(
+        self,
+        outbox: WebhookOutbox,
+        jobs: JobStore,
+        actor: str,
+        settings: Settings,
+        resolve: Resolver = resolve_host,
+    ) -> None:
+        self.outbox, self.jobs, self.actor, self.settings, self.resolve = outbox, jobs, actor, settings, resolve
         self._wake = threading.Event()
 
     def drain(self) -> int:
@@ -85,7 +177,11 @@ class WebhookSender:
         if job is None:
             self.outbox.settle(owed, "the job is gone")
             return
-        problem = deliver(owed.url, job_payload(job))
+        problem = webhook_target_problem(owed.url, self.settings.webhook_hosts, self.resolve)
+        if problem is not None:
+            problem = f"refused: notify_url {problem}"
+        else:
+            problem = deliver(owed.url, job_payload(job), secret=farm_webhook_secret(self.settings))
         self.outbox.settle(owed, problem)
         if problem is None:
             self.jobs.add_event(job.id, EventKind.NOTIFIED, self.actor, f"webhook delivered: job.{job.state.value}")

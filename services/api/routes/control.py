@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from schemas import StageName
 from schemas.task import BulkControlRequest, BulkControlResult, ControlAction, ControlRequest, ControlResult
-from services.api.deps import ServiceDep, UserDep
+from services.api.deps import JobId, ServiceDep, TaskId, UserDep
 from services.api.routes.jobs import ERRORS
 
 router = APIRouter(tags=["control"])
@@ -23,7 +23,7 @@ def control_jobs(
 
 @router.post("/jobs/{job_id}/{action}", responses=ERRORS)
 def control_job(
-    job_id: str, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
+    job_id: JobId, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
 ) -> ControlResult:
     """pause · resume · cancel (body: {"reason": …}) · retry (dead tasks) · priority (body: {"priority": N})."""
     return jobs.control(job_id, action, user, request or ControlRequest())
@@ -31,7 +31,7 @@ def control_job(
 
 @router.post("/jobs/{job_id}/stages/{stage}/{action}", responses=ERRORS)
 def control_stage(
-    job_id: str,
+    job_id: JobId,
     stage: StageName,
     action: ControlAction,
     jobs: ServiceDep,
@@ -44,7 +44,7 @@ def control_stage(
 
 @router.post("/tasks/{task_id}/{action}", responses=ERRORS)
 def control_task(
-    task_id: int, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
+    task_id: TaskId, action: ControlAction, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
 ) -> ControlResult:
     """A control on one task."""
     return jobs.control_task(task_id, action, user, request or ControlRequest())

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
 from schemas.task import TaskLog, TaskStatus
-from services.api.deps import ServiceDep, UserDep
+from services.api.deps import JobId, Name, Offset, ServiceDep, TaskId, UserDep
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -41,10 +41,10 @@ def list_jobs(
     jobs: ServiceDep,
     _: UserDep,
     state: JobState | None = None,
-    show: str | None = None,
-    shot: str | None = None,
-    user: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    show: Name = None,
+    shot: Name = None,
+    user: Name = None,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     """Jobs, newest first, filtered by state, show, shot or user."""
@@ -52,19 +52,19 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses=ERRORS)
-def get_job(job_id: str, jobs: ServiceDep, _: UserDep) -> JobStatus:
+def get_job(job_id: JobId, jobs: ServiceDep, _: UserDep) -> JobStatus:
     """State, per-stage progress and timings, model-call counters, layers and outputs."""
     return jobs.get(job_id)
 
 
 @router.get("/{job_id}/events", responses=ERRORS)
-def job_events(job_id: str, jobs: ServiceDep, _: UserDep) -> list[Event]:
+def job_events(job_id: JobId, jobs: ServiceDep, _: UserDep) -> list[Event]:
     """The job's audit trail."""
     return jobs.events(job_id)
 
 
 @router.get("/{job_id}/tasks", responses=ERRORS)
-def job_tasks(job_id: str, jobs: ServiceDep, _: UserDep) -> list[TaskStatus]:
+def job_tasks(job_id: JobId, jobs: ServiceDep, _: UserDep) -> list[TaskStatus]:
     """The job's tasks (chunks of each stage) in pipeline order: state, attempts, worker, timings."""
     return jobs.tasks_of(job_id)
 
@@ -73,7 +73,7 @@ REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_shee
 
 
 @router.get("/{job_id}/review/{kind}", responses=ERRORS, response_class=FileResponse)
-def review_media(job_id: str, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep, _: UserDep) -> FileResponse:
+def review_media(job_id: JobId, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep, _: UserDep) -> FileResponse:
     """The job's review MP4 or contact-sheet JPEG, once the export has written them."""
     field, media_type = REVIEW_MEDIA[kind]
     path = jobs.review_file(job_id, field)
@@ -84,11 +84,13 @@ tasks_router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @tasks_router.get("/{task_id}", responses=ERRORS)
-def get_task(task_id: int, jobs: ServiceDep, _: UserDep) -> TaskStatus:
+def get_task(task_id: TaskId, jobs: ServiceDep, _: UserDep) -> TaskStatus:
     return jobs.task(task_id)
 
 
 @tasks_router.get("/{task_id}/log", responses=ERRORS)
-def task_log(task_id: int, jobs: ServiceDep, _: UserDep, tail: Annotated[int, Query(ge=1, le=5000)] = 200) -> TaskLog:
+def task_log(
+    task_id: TaskId, jobs: ServiceDep, _: UserDep, tail: Annotated[int, Query(ge=1, le=5000)] = 200
+) -> TaskLog:
     """The last ``tail`` lines the task's attempts logged (worker, attempt and level on each)."""
     return jobs.task_log(task_id, tail)
