@@ -19,6 +19,7 @@ import httpx
 
 from farm_config.celery_config import prepare_local_broker
 from farm_config.settings import Settings
+from services.paths import kept_secret
 
 
 def worker_command(queues: str, name: str, concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
@@ -44,15 +45,7 @@ def api_command(host: str, port: int) -> list[str]:
 
 def ensure_dev_token(settings: Settings) -> str:
     """The token the embedded farm accepts, made once and kept in data_dir (mode 0600)."""
-    path = settings.dev_token_path
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return token
+    return kept_secret(settings.dev_token_path, lambda: secrets.token_urlsafe(24))
 
 
 def port_is_free(host: str, port: int) -> bool:

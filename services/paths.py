@@ -7,7 +7,7 @@ inside a root, so a link inside a root that points outside it is refused too.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from services.errors import PathNotAllowed
@@ -39,3 +39,16 @@ def confine_existing(paths: Sequence[Path], roots: Sequence[Path], field: str, k
             raise PathNotAllowed.on_field(
                 field, f"{path.name} links to {real}, outside the {kind} roots; copy the file in instead"
             )
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in ``path`` (mode 0600), made by ``make`` the first time: the embedded
+    farm's token, the farm's webhook key."""
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret

@@ -14,7 +14,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -27,6 +26,7 @@ import httpx
 
 from farm_config.settings import Settings
 from schemas import EventKind, JobStatus
+from services.paths import kept_secret
 from services.store import JobStore
 from services.store.outbox import OwedWebhook, WebhookOutbox
 
@@ -102,15 +102,7 @@ def farm_webhook_secret(settings: Settings) -> str:
     """The secret from the settings, else the one kept in data_dir (made once, mode 0600)."""
     if settings.webhook_secret:
         return settings.webhook_secret
-    path = settings.webhook_secret_path
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    return secret
+    return kept_secret(settings.webhook_secret_path, lambda: secrets.token_hex(32))
 
 
 def deliver(
