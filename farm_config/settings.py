@@ -154,6 +154,14 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="Where the API listens.")
     api_port: int = Field(8321, ge=1, le=65535)
+    api_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="API processes (`mattefarm api`): Python serves one request at a time per process, so about "
+        "one per core. Each runs its own dispatcher loop (they coordinate through the database).",
+    )
+    api_access_log: bool = Field(False, description="Log every request (uvicorn's access log); costs ~10 % at load.")
     page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
     # artist refinement: clicks answered in the API process, propagations on workers
     refine_sessions: int = Field(8, ge=1, le=256, description="Jobs held open for refinement at once per API process.")

@@ -103,13 +103,25 @@ def _interrupt(*_: object) -> None:
 @click.command()
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
-def api(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="API processes (default MATTEFARM_API_WORKERS)."
+)
+def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the API (production: one of several behind a proxy)."""
     import uvicorn
 
     settings = get_settings()
+    # The listening socket is made here with TCP_NODELAY, which the connections each API process
+    # accepts inherit: uvicorn's own socket for several processes lacks it, and every response then
+    # waits ~40 ms for a delayed ACK (measured: /healthz 48 ms with 2 processes, 5 ms with 1).
+    listener = socket.create_server((host or settings.api_host, port or settings.api_port), reuse_port=False)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     uvicorn.run(
-        "services.api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port
+        "services.api.app:create_app",
+        factory=True,
+        fd=listener.fileno(),
+        workers=workers or settings.api_workers,
+        access_log=settings.api_access_log,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,6 +53,11 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together (API workers, workers) must not migrate at once: the
+                # first takes the lock and migrates, the others wait and find nothing left to do.
+                # A transaction-level lock, released when this transaction ends.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -64,6 +69,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+MIGRATION_LOCK = 0x6D617474  # 'matt': the advisory lock key the farm's migrations take
 
 
 def rows_changed(session: Session, statement: Executable) -> int:

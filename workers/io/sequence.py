@@ -7,6 +7,7 @@ an image.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ class SequencePattern:
 
     @classmethod
     def parse(cls, pattern: str | os.PathLike[str]) -> SequencePattern:
+        return _parse(str(pattern))  # a pure function of the text: parsed once per process
+
+    @classmethod
+    def _parse(cls, pattern: str) -> SequencePattern:
         path = Path(pattern)
         if str(path.parent) != "." and _TOKEN.search(str(path.parent)):
             raise SequencePatternError("the frame token must be in the file name, not a folder")
@@ -57,17 +62,28 @@ class SequencePattern:
         return str(self.directory / f"{self.head}{'#' * self.padding}{self.tail}")
 
     def frames_on_disk(self) -> list[int]:
-        """Frames whose files exist with exactly this padding (``01001`` is not frame 1001 of ``####``)."""
+        """Frames whose files exist with exactly this padding (``01001`` is not frame 1001 of
+        ``####``; 10000 is, as Nuke writes it). One listing of the folder, no parser."""
+        name = re.compile(f"^{re.escape(self.head)}(-?)([0-9]+){re.escape(self.tail)}$")
+        frames = []
         try:
-            found = fileseq.findSequenceOnDisk(
-                str(self.directory / f"{self.head}{'#' * self.padding}{self.tail}"),
-                pad_style=fileseq.PAD_STYLE_HASH1,
-                strictPadding=True,
-            )
-        except (fileseq.FileSeqException, OSError):
+            entries = list(os.scandir(self.directory))
+        except OSError:
             return []
-        frames = found.frameSet()
-        return sorted(int(frame) for frame in frames) if frames is not None else []
+        for entry in entries:
+            match = name.match(entry.name)
+            if match is None:
+                continue
+            sign, digits = match.group(1), match.group(2)
+            width = len(sign) + len(digits)  # the sign takes a place of the padding: -001 is frame -1 of ####
+            if width == self.padding or (width > self.padding and not digits.startswith("0")):
+                frames.append(-int(digits) if sign else int(digits))
+        return sorted(frames)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(pattern: str) -> SequencePattern:
+    return SequencePattern._parse(pattern)
 
 
 def missing_frames(requested: list[int], present: list[int]) -> list[int]:
