@@ -4,6 +4,7 @@ Errors form one tree::
 
     FarmError                    anything the client raises
     ├── FarmConnectionError      the API can't be reached (retryable)
+    ├── FarmTimeout              a wait ran past its timeout (also a built-in TimeoutError)
     └── FarmAPIError             the API answered with an error (status, problems)
         ├── FarmAuthError        401 / 403
         ├── FarmNotFound         404
@@ -26,6 +27,14 @@ from schemas.task import BulkControlResult, ControlResult, TaskLog, TaskStatus
 
 class FarmError(Exception):
     retryable = False
+
+
+class FarmTimeout(FarmError, TimeoutError):
+    """A wait ran out of time; the jobs it waited on are in ``pending``."""
+
+    def __init__(self, message: str, pending: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.pending = pending or []
 
 
 class FarmConnectionError(FarmError):
@@ -189,7 +198,7 @@ class FarmClient:
         poll: float = 0.5,
         on_progress: Callable[[RefineProgress], None] | None = None,
     ) -> RefineProgress:
-        """Poll until the job's propagation is over; raises TimeoutError past ``timeout`` seconds."""
+        """Poll until the job's propagation is over; FarmTimeout past ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             progress = self.refine_progress(job_id)
@@ -200,19 +209,38 @@ class FarmClient:
             if not progress.running:
                 return progress
             if time.monotonic() > deadline:
-                raise TimeoutError(f"propagation {progress.task_id} still {progress.state} after {timeout:.0f}s")
+                raise FarmTimeout(f"propagation {progress.task_id} still {progress.state} after {timeout:.0f}s")
             time.sleep(poll)
 
     def refine_deliver(self, job_id: str) -> DeliverResult:
         return DeliverResult.model_validate(self._call("POST", f"/jobs/{job_id}/refine/deliver"))
 
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 1.0) -> JobStatus:
-        """Poll until the job is final; raises TimeoutError past ``timeout`` seconds."""
+        """Poll until the job is final; FarmTimeout past ``timeout`` seconds. Rides out a dropped
+        connection, a restarted API or a 503 (retried until the deadline)."""
+        return self.wait_all([job_id], timeout=timeout, poll=poll)[job_id]
+
+    def wait_all(self, job_ids: list[str], *, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, JobStatus]:
+        """Poll until every job is final (each job read once per round); FarmTimeout names the
+        ones still open. Connection errors and 503s are waited out until the deadline."""
         deadline = time.monotonic() + timeout
+        done: dict[str, JobStatus] = {}
+        last_problem = ""
         while True:
-            job = self.job(job_id)
-            if job.state.is_final:
-                return job
+            for job_id in [j for j in job_ids if j not in done]:
+                try:
+                    job = self.job(job_id)
+                except FarmError as exc:
+                    if not exc.retryable:
+                        raise
+                    last_problem = str(exc)
+                    break  # the farm is away: wait a round, then ask again
+                if job.state.is_final:
+                    done[job_id] = job
+            if len(done) == len(set(job_ids)):
+                return done
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f}s")
+                pending = [j for j in job_ids if j not in done]
+                why = f" (last: {last_problem})" if last_problem else ""
+                raise FarmTimeout(f"{len(pending)} job(s) not finished after {timeout:.0f}s{why}", pending)
             time.sleep(poll)

@@ -24,7 +24,10 @@ class InvalidSpec(FarmServiceError):
 
 
 class PathNotAllowed(FarmServiceError):
-    status, code = 403, "path_not_allowed"
+    """A path outside the allowed roots (or relative, or through a symlink out): a problem of the
+    spec, named by its field, like any other (the client raises FarmInvalidSpec)."""
+
+    status, code = 422, "path_not_allowed"
 
 
 class NotAuthenticated(FarmServiceError):

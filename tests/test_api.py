@@ -84,7 +84,7 @@ def test_output_root_must_be_writable_and_inside_the_write_roots(
     outside = api.post(
         "/jobs", json={**spec(shot, farm_root), "output_root": str(tmp_path / "elsewhere")}, headers=auth()
     )
-    assert outside.status_code == 403 and problem_fields(outside) == ["output_root"]
+    assert outside.status_code == 422 and problem_fields(outside) == ["output_root"]
     assert "outside the write roots" in outside.json()["message"]
     a_file = farm_root / "renders_file"
     a_file.write_text("x")
@@ -103,26 +103,26 @@ def test_paths_are_confined(api: TestClient, shot: Path, farm_root: Path, tmp_pa
     (outside / "secret.1001.exr").write_bytes((shot.parent / "sh010.1001.exr").read_bytes())
     # an absolute path outside the read roots
     response = api.post("/jobs", json=spec(outside / "secret.####.exr", farm_root), headers=auth())
-    assert response.status_code == 403 and problem_fields(response) == ["plate"]
+    assert response.status_code == 422 and problem_fields(response) == ["plate"]
     # a '..' escape
     sneaky = f"{farm_root}/../outside/secret.####.exr"
     response = api.post("/jobs", json=spec(sneaky, farm_root), headers=auth())
-    assert response.status_code == 403 and "must not contain '..'" in response.json()["message"]
+    assert response.status_code == 422 and "must not contain '..'" in response.json()["message"]
     # a symlinked folder inside the root that points outside it
     (farm_root / "link").symlink_to(outside)
     response = api.post("/jobs", json=spec(farm_root / "link/secret.####.exr", farm_root), headers=auth())
-    assert response.status_code == 403 and "through a symlink" in response.json()["message"]
+    assert response.status_code == 422 and "through a symlink" in response.json()["message"]
     # a symlinked frame file inside a real plate folder
     (shot.parent / "sh010.1009.exr").symlink_to(outside / "secret.1001.exr")
     response = api.post("/jobs", json=spec(shot, farm_root), headers=auth())
-    assert response.status_code == 403 and "links to" in response.json()["message"]
+    assert response.status_code == 422 and "links to" in response.json()["message"]
     (shot.parent / "sh010.1009.exr").unlink()
     # a relative path
     response = api.post("/jobs", json=spec("sh010/plate/sh010.####.exr", farm_root), headers=auth())
-    assert response.status_code == 403 and "absolute path" in response.json()["message"]
+    assert response.status_code == 422 and "absolute path" in response.json()["message"]
     # output escapes too
     response = api.post("/jobs", json={**spec(shot, farm_root), "output_root": f"{farm_root}/../x"}, headers=auth())
-    assert response.status_code == 403 and problem_fields(response) == ["output_root"]
+    assert response.status_code == 422 and problem_fields(response) == ["output_root"]
 
 
 def test_plates_are_never_written(api: TestClient, shot: Path, farm_root: Path) -> None:

@@ -103,5 +103,5 @@ def test_a_frame_symlinked_out_of_the_read_roots_is_refused_before_it_is_opened(
 
     monkeypatch.setattr("services.farm.jobs.resolve_plate", spy)
     response = api.post("/jobs", json=spec(shot, farm_root), headers=auth())
-    assert response.status_code == 403 and fields(response) == ["plate"]
+    assert response.status_code == 422 and fields(response) == ["plate"]
     assert "links to" in response.json()["message"] and opened == []  # refused before any read

@@ -7,6 +7,7 @@ import, so none of them can hide a circle.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -109,11 +110,15 @@ def priority(job_ids: tuple[str, ...], value: int, reason: str | None) -> None:
 
 @click.command()
 @click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="The tasks as JSON (for scripts).")
 @farm_errors
-def tasks(job_id: str) -> None:
+def tasks(job_id: str, as_json: bool) -> None:
     """A job's tasks: chunk, state, attempts, worker, timings."""
     with client() as farm:
         rows = farm.tasks(job_id)
+    if as_json:
+        console.print_json(json.dumps([t.model_dump(mode="json") for t in rows]))
+        return
     table = Table("task", "stage", "frames", "state", "attempts", "worker", "seconds", "peak GPU", "error")
     for t in rows:
         table.add_row(
@@ -151,13 +156,20 @@ def log(task_id: int, tail: int, follow: bool) -> None:
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help="Workers, queues and unplaceable jobs as JSON.")
 @farm_errors
-def workers() -> None:
+def workers(as_json: bool) -> None:
     """Workers and queues: online, GPU, memory, current task and progress."""
     with client() as farm:
         overview = farm.farm()
+    if as_json:
+        console.print_json(overview.model_dump_json())
+        return
     table = Table("worker", "state", "queues", "GPU", "memory", "task", "progress", "heartbeat")
     for w in overview.workers:
+        state = w.state.value if w.online else "[red]offline[/]"
+        if w.online and w.state == "unhealthy":
+            state = f"[red]unhealthy[/]: {w.problem}"
         mem = (
             f"{(w.gpu_memory_used_mb or 0) / 1024:.1f}/{w.gpu_memory_total_mb / 1024:.0f} GB"
             if w.gpu_memory_total_mb
@@ -165,7 +177,7 @@ def workers() -> None:
         )
         table.add_row(
             w.name,
-            (w.state if w.online else "[red]offline[/]"),
+            state,
             ",".join(w.queues),
             w.gpu_name or w.device,
             mem,
@@ -179,6 +191,8 @@ def workers() -> None:
         console.print(f"queue {q.name}: {messages}, {q.tasks_queued} task(s) sent")
     oldest = f"; oldest job waiting {overview.oldest_wait_s:.0f}s" if overview.oldest_wait_s is not None else ""
     console.print(f"{overview.tasks_waiting} task(s) not started{oldest}")
+    for stuck in overview.unplaceable:
+        console.print(f"[yellow]job {stuck.job_id} can't be placed:[/] {stuck.why}")
 
 
 @click.command()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from farm_config import get_settings
+from farm_config import Settings, get_settings
 from farm_config.celery_config import prepare_local_broker
 from farm_config.profiles import PROFILES, get_profile
 from services.cli.common import console, err, farm_errors, follow_job
@@ -80,7 +80,9 @@ def up(backend: str | None, weights: str | None, port: int | None) -> None:
         raise SystemExit(1) from None
     console.print(f"farm up at [bold]{farm.url}[/]  (API docs: {farm.url}/docs)")
     console.print(f"token in {farm.settings.dev_token_path}; logs in {farm.log_dir}")
-    console.print("submit with: mattefarm submit /path/plate.####.exr --prompt 'person, car' --follow")
+    default_port = port is None or port == Settings.model_fields["api_port"].default
+    target = "" if default_port else f"MATTEFARM_API_URL={farm.url} "  # the CLI's default is the default port
+    console.print(f"submit with: {target}mattefarm submit /path/plate.####.exr --prompt 'person, car' --follow")
     console.print("Ctrl-C stops the farm.")
     # Explicitly: a farm started from a script's background job inherits SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
