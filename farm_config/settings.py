@@ -161,6 +161,10 @@ class Settings(BaseSettings):
         description="API processes (`mattefarm api`): Python serves one request at a time per process, so about "
         "one per core. Each runs its own dispatcher loop (they coordinate through the database).",
     )
+    auth_failures_limit: int = Field(
+        20, ge=1, description="Failed sign-ins from one address within the window before it gets 429s."
+    )
+    auth_failures_window_s: float = Field(60.0, gt=0, description="The window of AUTH_FAILURES_LIMIT, seconds.")
     api_access_log: bool = Field(False, description="Log every request (uvicorn's access log); costs ~10 % at load.")
     page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
     # artist refinement: clicks answered in the API process, propagations on workers

@@ -58,3 +58,11 @@ class RefineBusy(FarmServiceError):
 
 class IdempotencyConflict(FarmServiceError):
     status, code = 409, "idempotency_conflict"
+
+
+class TooManyAttempts(FarmServiceError):
+    status, code = 429, "too_many_attempts"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

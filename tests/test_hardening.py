@@ -105,3 +105,26 @@ def test_a_frame_symlinked_out_of_the_read_roots_is_refused_before_it_is_opened(
     response = api.post("/jobs", json=spec(shot, farm_root), headers=auth())
     assert response.status_code == 422 and fields(response) == ["plate"]
     assert "links to" in response.json()["message"] and opened == []  # refused before any read
+
+
+def test_pages_carry_security_headers(api: TestClient) -> None:
+    for path in ("/dashboard", "/jobs/abc123/refine"):
+        page = api.get(path)
+        assert page.status_code == 200
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert api.get("/healthz").headers["x-content-type-options"] == "nosniff"
+
+
+def test_guessing_tokens_is_slowed_down(api: TestClient, settings: Settings) -> None:
+    settings.auth_failures_limit = 3  # the app read its limiter at start: build a fresh one to match
+    from services.api.security import AuthFailures
+
+    api.app.state.auth_failures = AuthFailures(3, 60.0)  # type: ignore[attr-defined]
+    wrong = {"Authorization": "Bearer not-a-token-at-all-0000"}
+    assert [api.get("/jobs", headers=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    blocked = api.get("/jobs", headers=wrong)
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+    assert "too many failed sign-ins" in blocked.json()["message"]
+    assert api.get("/jobs", headers=auth()).status_code == 429  # the address waits, whatever it sends next

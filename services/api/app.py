@@ -15,8 +15,9 @@ from farm_config.settings import Settings, get_settings
 from farm_config.version import VERSION
 from schemas import ErrorBody, FieldProblem
 from services.api.routes import control, dashboard, farm, health, jobs, metrics, refine
+from services.api.security import AuthFailures, SecurityHeaders
 from services.composition import build_api_farm
-from services.errors import FarmServiceError
+from services.errors import FarmServiceError, TooManyAttempts
 from services.farm.dispatcher import Broker
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
         description="Submit plates with a text prompt; get per-object roto mattes as multi-layer EXRs.",
         lifespan=lifespan,
     )
+    app.add_middleware(SecurityHeaders)
+    app.state.auth_failures = AuthFailures(settings.auth_failures_limit, settings.auth_failures_window_s)
     app.include_router(health.router)
     app.include_router(control.router)  # before jobs: /jobs/bulk/… must not read as a job id
     app.include_router(refine.router)
@@ -56,7 +59,8 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
     @app.exception_handler(FarmServiceError)
     async def _farm_error(_: Request, exc: FarmServiceError) -> JSONResponse:
         body = ErrorBody(error=exc.code, message=exc.message, problems=exc.problems)
-        return JSONResponse(body.model_dump(), status_code=exc.status)
+        headers = {"Retry-After": str(round(exc.retry_after))} if isinstance(exc, TooManyAttempts) else None
+        return JSONResponse(body.model_dump(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Query, Request
 
 from farm_config.settings import Settings, TokenGrant
-from services.errors import NotAuthenticated
+from services.api.security import AuthFailures
+from services.errors import NotAuthenticated, TooManyAttempts
 from services.farm.jobs import JobService
 
 
@@ -21,9 +22,15 @@ def get_service(request: Request) -> JobService:
 
 
 def current_user(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings_dep)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> TokenGrant:
+    failures: AuthFailures = request.app.state.auth_failures
+    client = request.client.host if request.client else "?"
+    wait = failures.retry_after(client)
+    if wait is not None:
+        raise TooManyAttempts(f"too many failed sign-ins from {client}; try again in {wait:.0f}s", retry_after=wait)
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated(
@@ -33,6 +40,7 @@ def current_user(
     for known, grant in settings.token_grants().items():
         if hmac.compare_digest(known.encode(), token.encode()):
             return grant
+    failures.failed(client)
     raise NotAuthenticated("that token is not known to this farm; check MATTEFARM_TOKEN")
 
 
