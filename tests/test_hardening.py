@@ -128,3 +128,16 @@ def test_guessing_tokens_is_slowed_down(api: TestClient, settings: Settings) -> 
     assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
     assert "too many failed sign-ins" in blocked.json()["message"]
     assert api.get("/jobs", headers=auth()).status_code == 429  # the address waits, whatever it sends next
+
+
+def test_unknown_query_parameters_are_named_and_repeated_states_all_count(
+    api: TestClient, shot: Path, farm_root: Path
+) -> None:
+    job_id = api.post("/jobs", json=spec(shot, farm_root), headers=auth()).json()["id"]
+    typo = api.get("/jobs", params={"stat": "queued"}, headers=auth())
+    assert typo.status_code == 422 and fields(typo) == ["query.stat"] and "state" in typo.json()["message"]
+    assert api.get(f"/jobs/{job_id}", params={"verbose": 1}, headers=auth()).status_code == 422
+    both = api.get("/jobs?state=running&state=queued", headers=auth()).json()
+    assert both["total"] == 1 and both["items"][0]["id"] == job_id  # not only the last state=
+    assert api.get("/jobs?state=running&state=failed", headers=auth()).json()["total"] == 0
+    assert api.get(f"/tasks/{1}/log", params={"tail": 5}, headers=auth()).status_code in (200, 404)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
 
 from farm_config.settings import Settings, TokenGrant
+from schemas import FieldProblem
 from services.api.security import AuthFailures
-from services.errors import NotAuthenticated, TooManyAttempts
+from services.errors import InvalidSpec, NotAuthenticated, TooManyAttempts
 from services.farm.jobs import JobService
 
 
@@ -57,3 +58,30 @@ TaskId = Annotated[int, Path(ge=1, le=INT32, description="A task id.")]
 FrameNumber = Annotated[int, Path(ge=-INT32, le=INT32, description="A plate frame number.")]
 Offset = Annotated[int, Query(ge=0, le=INT32)]
 Name = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not take (a typo like ?stat=running would else
+    list every job): a 422 naming each, with what the route accepts."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in _query_params(dependant)}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        raise InvalidSpec(
+            f"unknown query parameter(s): {', '.join(unknown)}; this call takes: {accepted}",
+            [
+                FieldProblem(field=f"query.{name}", message=f"not a parameter of this call (it takes: {accepted})")
+                for name in unknown
+            ],
+        )
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    params = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        params += _query_params(sub)
+    return params

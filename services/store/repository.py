@@ -42,7 +42,7 @@ from services.store.task_store import new_tasks
 
 @dataclass(frozen=True)
 class JobFilter:
-    state: JobState | None = None
+    state: JobState | list[JobState] | None = None  # several: any of them
     show: str | None = None
     shot: str | None = None
     user: str | None = None
@@ -150,8 +150,10 @@ class JobStore:
     def page(self, where: JobFilter, offset: int, limit: int) -> JobPage:
         with self.db.session() as s:
             query = select(JobRow)
+            if isinstance(where.state, list):
+                query = query.where(JobRow.state.in_([str(state) for state in where.state]))
             for column, value in (
-                (JobRow.state, where.state),
+                (JobRow.state, where.state if not isinstance(where.state, list) else None),
                 (JobRow.show, where.show),
                 (JobRow.shot, where.shot),
                 (JobRow.user, where.user),

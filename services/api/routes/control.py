@@ -3,14 +3,14 @@ a stage of a job, one task, or many jobs at once. Owners act on their jobs, admi
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from schemas import StageName
 from schemas.task import BulkControlRequest, BulkControlResult, ControlAction, ControlRequest, ControlResult
-from services.api.deps import JobId, ServiceDep, TaskId, UserDep
+from services.api.deps import JobId, ServiceDep, TaskId, UserDep, known_query_only
 from services.api.routes.jobs import ERRORS
 
-router = APIRouter(tags=["control"])
+router = APIRouter(tags=["control"], dependencies=[Depends(known_query_only)])
 
 
 @router.post("/jobs/bulk/{action}", responses=ERRORS)

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from schemas import FarmOverview, WorkerInfo
 from schemas.refine import RefineProgress
-from services.api.deps import UserDep
+from services.api.deps import UserDep, known_query_only
 from services.api.routes.jobs import ERRORS
 from services.api.routes.refine import RefineDep
 from services.errors import NotAllowed
 from services.farm.overview import FarmService
 
-router = APIRouter(tags=["farm"])
+router = APIRouter(tags=["farm"], dependencies=[Depends(known_query_only)])
 
 
 def get_farm(request: Request) -> FarmService:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import FileResponse
 
 from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
 from schemas.task import TaskLog, TaskStatus
-from services.api.deps import JobId, Name, Offset, ServiceDep, TaskId, UserDep
+from services.api.deps import JobId, Name, Offset, ServiceDep, TaskId, UserDep, known_query_only
 from services.store.repository import JobFilter
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)}
 
 
@@ -40,7 +40,9 @@ def submit_job(
 def list_jobs(
     jobs: ServiceDep,
     _: UserDep,
-    state: JobState | None = None,
+    state: Annotated[
+        list[JobState] | None, Query(description="Repeat for several: ?state=queued&state=running")
+    ] = None,
     show: Name = None,
     shot: Name = None,
     user: Name = None,
@@ -80,7 +82,7 @@ def review_media(job_id: JobId, kind: Literal["movie", "contact-sheet"], jobs: S
     return FileResponse(path, media_type=media_type, filename=path.name)
 
 
-tasks_router = APIRouter(prefix="/tasks", tags=["tasks"])
+tasks_router = APIRouter(prefix="/tasks", tags=["tasks"], dependencies=[Depends(known_query_only)])
 
 
 @tasks_router.get("/{task_id}", responses=ERRORS)

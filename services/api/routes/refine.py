@@ -9,12 +9,12 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from schemas.refine import DeliverResult, Edit, EditResult, RefineProgress, RefineState, StoredEdit
-from services.api.deps import FrameNumber, JobId, UserDep
+from services.api.deps import FrameNumber, JobId, UserDep, known_query_only
 from services.api.routes.dashboard import STATIC
 from services.api.routes.jobs import ERRORS
 from services.farm.refine import RefineService
 
-router = APIRouter(prefix="/jobs/{job_id}/refine", tags=["refine"])
+router = APIRouter(prefix="/jobs/{job_id}/refine", tags=["refine"], dependencies=[Depends(known_query_only)])
 
 
 def get_refine(request: Request) -> RefineService:
