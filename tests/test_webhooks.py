@@ -230,3 +230,16 @@ def test_every_delivery_is_signed_with_the_farm_secret(
     expected = hmac.new(b"s3cret-for-the-test", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers["X-Mattefarm-Signature"] == f"sha256={expected}"
     assert json.loads(body)["id"] == job_id
+
+
+def test_a_jobs_webhook_url_is_shown_only_to_its_owner_and_admins(
+    api: TestClient, shot: Path, farm_root: Path, receiver: Receiver
+) -> None:
+    from tests.factories import ADMIN, BOB, auth
+
+    body = {"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "o"), "notify_url": receiver.url}
+    job_id = api.post("/jobs", json=body, headers=auth()).json()["id"]
+    assert api.get(f"/jobs/{job_id}", headers=auth()).json()["spec"]["notify_url"] == receiver.url
+    assert api.get(f"/jobs/{job_id}", headers=auth(ADMIN)).json()["spec"]["notify_url"] == receiver.url
+    other = api.get(f"/jobs/{job_id}", headers=auth(BOB)).json()
+    assert other["spec"]["notify_url"] is None and other["spec"]["plate"] == str(shot)  # the rest stays readable

@@ -126,6 +126,14 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r}; list jobs with GET /jobs")
         return job
 
+    def visible_to(self, job: JobStatus, grant: TokenGrant) -> JobStatus:
+        """Who reads what: every signed-in user reads every job (a studio farm is shared, and its
+        monitors need the whole picture), but a job's webhook URL, which may carry a receiver's
+        secret, only its owner and admins see."""
+        if job.spec.notify_url is None or job.user == grant.user or grant.is_admin:
+            return job
+        return job.model_copy(update={"spec": job.spec.model_copy(update={"notify_url": None})})
+
     def review_file(self, job_id: str, field: str) -> Path:
         job = self.get(job_id)
         if job.review is None:

@@ -54,9 +54,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses=ERRORS)
-def get_job(job_id: JobId, jobs: ServiceDep, _: UserDep) -> JobStatus:
-    """State, per-stage progress and timings, model-call counters, layers and outputs."""
-    return jobs.get(job_id)
+def get_job(job_id: JobId, jobs: ServiceDep, user: UserDep) -> JobStatus:
+    """State, per-stage progress and timings, model-call counters, layers and outputs (the
+    webhook URL only for its owner and admins)."""
+    return jobs.visible_to(jobs.get(job_id), user)
 
 
 @router.get("/{job_id}/events", responses=ERRORS)
