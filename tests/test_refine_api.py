@@ -323,7 +323,9 @@ def test_a_worker_killed_mid_propagation_is_replaced_and_the_edit_is_stored_once
     from services.composition import build_dispatcher, build_worker
 
     api, job = refine
-    settings.refine_stale_s = 0.2
+    # The API's own dispatcher loop keeps the default staleness (30 s), so only this test's
+    # dispatcher, with 0.2 s, finds the dead worker's propagation: no race with the loop.
+    quick = settings.model_copy(update={"refine_stale_s": 0.2})
     layer = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"][0]
     frame = layer["frames"][len(layer["frames"]) // 2]
     brush = {"kind": "brush", "layer": layer["name"], "frame": frame, "points": [[6, 6]], "radius": 3}
@@ -347,7 +349,7 @@ def test_a_worker_killed_mid_propagation_is_replaced_and_the_edit_is_stored_once
     held = api.get(f"/jobs/{job}/refine/progress", headers=auth()).json()
     assert held["state"] == "running" and held["worker"] == "doomed:1"  # what the kill left
     queue = api.app.state.refine.broker  # type: ignore[attr-defined]
-    dispatcher = build_dispatcher(settings, api.app.state.refine.stores, queue, "test")  # type: ignore[attr-defined]
+    dispatcher = build_dispatcher(quick, api.app.state.refine.stores, queue, "test")  # type: ignore[attr-defined]
     dispatcher.reconcile_propagations()
     assert queue.propagations == [(task_id, settings.refine_queue)]  # not yet stale: not sent again
     time.sleep(0.3)
@@ -370,13 +372,13 @@ def test_a_propagation_whose_workers_keep_dying_fails_saying_why(
     from services.composition import build_dispatcher
 
     api, job = refine
-    settings.refine_stale_s, settings.refine_attempts = 0.05, 2
+    quick = settings.model_copy(update={"refine_stale_s": 0.05, "refine_attempts": 2})  # this test's dispatcher only
     layer = api.get(f"/jobs/{job}/refine/state", headers=auth()).json()["layers"][0]["name"]
     task_id = api.post(f"/jobs/{job}/refine/edits", json={"kind": "propagate", "layer": layer}, headers=auth()).json()[
         "propagation"
     ]["task_id"]
     stores = api.app.state.refine.stores  # type: ignore[attr-defined]
-    dispatcher = build_dispatcher(settings, stores, api.app.state.refine.broker, "test")  # type: ignore[attr-defined]
+    dispatcher = build_dispatcher(quick, stores, api.app.state.refine.broker, "test")  # type: ignore[attr-defined]
     for n in range(2):
         assert stores.refine_tasks.claim(task_id, f"dies:{n}") is not None  # a worker takes it and is killed
         time.sleep(0.1)
