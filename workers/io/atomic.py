@@ -4,7 +4,7 @@ checksum records) appears under its name whole or not at all.
 A temporary file is made beside the target (same folder, so the rename is atomic on POSIX),
 written, made world-readable and renamed over the target; on any error it is removed. The
 temporaries are named ``.<name>.<random><suffix>`` so a killed writer's leftovers can be found
-(:func:`leftover_temporaries`) by the one task allowed to write that file.
+(:func:`remove_partial_writes`) by the one task allowed to write that file.
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ def atomic_path(path: Path, suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
 def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False, indent: int | None = 2) -> None:
     with atomic_path(path) as temporary, temporary.open("w") as fh:
         json.dump(data, fh, indent=indent, sort_keys=sort_keys, default=str)
+
+
+def remove_partial_writes(path: Path, suffix: str = TEMP_SUFFIX) -> int:
+    """Delete temporaries a killed writer left beside ``path``; returns how many. Only the task
+    that owns the file may call this (its attempt token makes it the only writer)."""
+    stale = leftover_temporaries(path, suffix)
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return len(stale)
 
 
 def leftover_temporaries(path: Path, suffix: str = TEMP_SUFFIX) -> list[Path]:

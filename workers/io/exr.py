@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import OpenEXR
 
-from workers.io.atomic import atomic_path, leftover_temporaries
+from workers.io.atomic import atomic_path
 
 COMPRESSIONS = {
     "none": OpenEXR.NO_COMPRESSION,
@@ -101,12 +101,3 @@ def write_exr_atomic(
     # OpenEXR.File replaces the dict's values with Channel objects; give it a copy.
     with atomic_path(path) as temporary, OpenEXR.File(header, dict(channels)) as exr:
         exr.write(str(temporary))
-
-
-def remove_partial_writes(path: Path) -> int:
-    """Delete temporaries a killed writer left beside ``path``; returns how many.
-    Only the task that owns the frame may call this (its attempt token makes it the only writer)."""
-    stale = leftover_temporaries(path)
-    for leftover in stale:
-        leftover.unlink(missing_ok=True)
-    return len(stale)

@@ -17,8 +17,8 @@ from farm_config.settings import Settings
 from schemas import JobStatus, ModelsUsed, ReviewLinks, StageName, split_prompt
 from schemas.task import TaskKind, TaskStatus
 from services.store import JobStore
-from workers.io.atomic import TEMP_SUFFIX, leftover_temporaries, write_json_atomic
-from workers.io.exr import read_exr_header, remove_partial_writes
+from workers.io.atomic import TEMP_SUFFIX, remove_partial_writes, write_json_atomic
+from workers.io.exr import read_exr_header
 from workers.io.plate import PlateDecoder, PlateInfo
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
@@ -164,9 +164,8 @@ def _finalise(ctx: StageTask) -> None:
     manifest = Path(job.output_dir) / f"{stem}.json"
     # The finalise task is these files' only writer: what a killed attempt left half-written goes.
     for path, suffix in ((movie, ".mp4"), (sheet, ".jpg"), (manifest, TEMP_SUFFIX)):
-        for leftover in leftover_temporaries(path, suffix):
-            ctx.log.info("removed %s, left by a killed attempt", leftover.name)
-            leftover.unlink(missing_ok=True)
+        if remove_partial_writes(path, suffix):
+            ctx.log.info("removed a partial write of %s left by a killed attempt", path.name)
     links = None
     if settings.review:
         frame_headers = FrameHeaders(plate)
