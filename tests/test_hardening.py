@@ -95,16 +95,16 @@ def test_a_frame_symlinked_out_of_the_read_roots_is_refused_before_it_is_opened(
     opened: list[str] = []
     from workers.io import plate as plate_module
 
-    real = plate_module.resolve_plate
+    real = plate_module.probe_image
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        opened.append(str(args[0]))
-        return real(*args, **kwargs)
+    def spy(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr("services.farm.jobs.resolve_plate", spy)
+    monkeypatch.setattr(plate_module, "probe_image", spy)
     response = api.post("/jobs", json=spec(shot, farm_root), headers=auth())
     assert response.status_code == 422 and fields(response) == ["plate"]
-    assert "links to" in response.json()["message"] and opened == []  # refused before any read
+    assert "links to" in response.json()["message"] and opened == []  # refused before any frame was opened
 
 
 def test_pages_carry_security_headers(api: TestClient) -> None:

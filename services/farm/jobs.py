@@ -39,7 +39,6 @@ from services.store import JobStore
 from services.store.repository import JobFilter, NewJob, SubmitKeyTaken
 from services.store.task_store import TaskStore
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
-from workers.io.sequence import SequencePattern, SequencePatternError
 
 _VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
@@ -218,16 +217,14 @@ class JobService:
         roots = self.settings.read_roots
         confine(str(Path(spec.plate).parent), roots, "plate", "read")
         frames = parse_frame_range(spec.frames) if spec.frames else None
-        # Confinement comes before any open: a frame that is a symlink out of the read roots is
-        # refused (403) before a header of it is read.
-        try:
-            on_disk = SequencePattern.parse(spec.plate)
-        except SequencePatternError as exc:
-            raise InvalidSpec.on_field("plate", str(exc)) from None
-        confine_existing([on_disk.path_for(f) for f in on_disk.frames_on_disk()], roots, "plate", "read")
         try:
             plate = resolve_plate(
-                spec.plate, frames, skip_missing=spec.on_missing_frames == MissingFrames.SKIP, part=spec.plate_part
+                spec.plate,
+                frames,
+                skip_missing=spec.on_missing_frames == MissingFrames.SKIP,
+                part=spec.plate_part,
+                # Confinement comes before any open: a frame symlinked out of the roots is refused unread.
+                before_open=lambda paths: confine_existing(paths, roots, "plate", "read"),
             )
             # Built here so a colour space the config lacks is refused now, not hours later on a worker.
             PlateDecoder.configured(plate, spec.options.max_side, spec.colourspace, self.settings)

@@ -5,6 +5,7 @@ Plates are only ever opened for reading.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def resolve_plate(
     *,
     skip_missing: bool = False,
     part: str | None = None,
+    before_open: Callable[[list[Path]], None] | None = None,
 ) -> PlateInfo:
-    """Resolve the frames, check the files exist and the first and last decode alike."""
+    """Resolve the frames, check the files exist and the first and last decode alike.
+    ``before_open`` sees every frame file on disk before any is opened (the API's confinement:
+    a frame symlinked out of the read roots is refused before a byte of it is read)."""
     try:
         pattern = SequencePattern.parse(pattern_text)
     except SequencePatternError as exc:
@@ -79,6 +83,8 @@ def resolve_plate(
             f"no files match {pattern.display}; check the folder and the frame token "
             "(#### is one digit per #, %04d and $F4 are four digits)",
         )
+    if before_open is not None:
+        before_open([pattern.path_for(f) for f in on_disk])
     # No range given: the span on disk, so a hole inside the plate is noticed, not silently jumped.
     requested = frames if frames is not None else list(range(on_disk[0], on_disk[-1] + 1))
     absent = missing_frames(requested, on_disk)
