@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session
 
 from schemas.refine import PropagateEdit, PropagationState, RefineProgress, StoredEdit
 from services.store.db import Database, rows_changed
@@ -48,35 +48,34 @@ class RefineTasks:
             return _progress(row, None)
 
     def get(self, task_id: int) -> RefineProgress | None:
-        with self.db.session() as s:
-            row = s.get(RefineTaskRow, task_id)
-            return _progress(row, _seq(s, row.edit_id)) if row is not None else None
+        return next(iter(self._read(RefineTaskRow.id == task_id)), None)
 
     def open_for(self, job_id: str) -> RefineProgress | None:
-        with self.db.session() as s:
-            row = s.scalars(
-                select(RefineTaskRow).where(RefineTaskRow.job_id == job_id, RefineTaskRow.state.in_(OPEN)).limit(1)
-            ).first()
-            return _progress(row, None) if row is not None else None
+        return next(iter(self._read(RefineTaskRow.job_id == job_id, RefineTaskRow.state.in_(OPEN), limit=1)), None)
 
     def latest(self, job_id: str) -> RefineProgress | None:
-        with self.db.session() as s:
-            row = s.scalars(
-                select(RefineTaskRow).where(RefineTaskRow.job_id == job_id).order_by(RefineTaskRow.id.desc()).limit(1)
-            ).first()
-            return _progress(row, _seq(s, row.edit_id)) if row is not None else None
+        return next(iter(self._read(RefineTaskRow.job_id == job_id, limit=1)), None)
 
     def recent(self, limit: int = 50) -> list[RefineProgress]:
         """Open propagations first, then the latest finished ones (the dashboard's list)."""
+        return self._read(order=(RefineTaskRow.state.in_(OPEN).desc(), RefineTaskRow.id.desc()), limit=limit)
+
+    def _read(
+        self,
+        *where: ColumnElement[bool],
+        order: tuple[Any, ...] = (RefineTaskRow.id.desc(),),
+        limit: int | None = None,
+    ) -> list[RefineProgress]:
+        """Propagations with the sequence number of the edit each became, in one query."""
+        query = (
+            select(RefineTaskRow, RefineEditRow.seq)
+            .outerjoin(RefineEditRow, RefineEditRow.id == RefineTaskRow.edit_id)
+            .where(*where)
+            .order_by(*order)
+            .limit(limit)
+        )
         with self.db.session() as s:
-            rows = list(
-                s.scalars(
-                    select(RefineTaskRow)
-                    .order_by(RefineTaskRow.state.in_(OPEN).desc(), RefineTaskRow.id.desc())
-                    .limit(limit)
-                )
-            )
-            return [_progress(r, _seq(s, r.edit_id)) for r in rows]
+            return [_progress(row, seq) for row, seq in s.execute(query)]
 
     def claim(self, task_id: int, worker: str) -> PropagationClaim | None:
         """Start the propagation on ``worker`` (from queued: a duplicate message finds it taken).
@@ -173,12 +172,6 @@ def _quiet(stale_after_s: float) -> tuple[ColumnElement[bool], ...]:
     """Open, and silent (no beat, or not taken since it was asked for) for ``stale_after_s``."""
     last = func.coalesce(RefineTaskRow.heartbeat_at, RefineTaskRow.created_at)
     return RefineTaskRow.state.in_(OPEN), last < utcnow() - timedelta(seconds=stale_after_s)
-
-
-def _seq(s: Session, edit_id: int | None) -> int | None:
-    if edit_id is None:
-        return None
-    return s.scalar(select(RefineEditRow.seq).where(RefineEditRow.id == edit_id))
 
 
 def _progress(row: RefineTaskRow, edit_seq: int | None) -> RefineProgress:
