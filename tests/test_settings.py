@@ -108,3 +108,22 @@ def test_bad_farm_operations_settings_name_the_variable(
         monkeypatch.setenv(key, value)
     with pytest.raises(ValueError, match=named):
         Settings()
+
+
+@pytest.mark.parametrize("fault", ["kill@track", "kill@track:x", "kill@nowhere:3", "crash@track:3", "boom@track"])
+def test_a_malformed_fire_drill_is_refused_naming_the_variable(tmp_path: Path, fault: str) -> None:
+    with pytest.raises(ValueError, match="MATTEFARM_FAULT must be"):
+        Settings(data_dir=tmp_path, fault=fault)
+    assert Settings(data_dir=tmp_path, fault="kill@finalise:12").fault == "kill@finalise:12"
+
+
+def test_webhook_hosts_and_api_workers_are_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MATTEFARM_WEBHOOK_HOSTS", "hooks.studio, 10.0.0.0/8")
+    monkeypatch.setenv("MATTEFARM_API_WORKERS", "0")
+    with pytest.raises(ValueError, match="api_workers"):
+        Settings(data_dir=tmp_path)
+    monkeypatch.setenv("MATTEFARM_API_WORKERS", "3")
+    loaded = Settings(data_dir=tmp_path)
+    assert loaded.webhook_hosts == ["hooks.studio", "10.0.0.0/8"] and loaded.api_workers == 3
