@@ -6,20 +6,16 @@ propagated frames, and the parent is byte for byte what it was."""
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from farm_config import Settings
 from services.api.app import create_app
-from tests.factories import ALICE, WorkerQueue, finished_job, write_small_shot
+from tests.factories import ALICE, WorkerQueue, finished_job, serve, write_small_shot
 from tests.test_dashboard import ARTIFACTS, browser, wait  # noqa: F401 - the browser fixture
 from workers.io.exr import read_exr_channels
 
@@ -30,26 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 def served(settings: Settings, farm_root: Path) -> Iterator[tuple[str, str, Settings]]:
     plate = write_small_shot(farm_root, "sh020", frames=24, width=320, height=180)
     job_id = finished_job(settings, plate, farm_root)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, queue=WorkerQueue(settings, background=True)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", job_id, settings
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(settings, queue=WorkerQueue(settings, background=True))) as url:
+        yield url, job_id, settings
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from farm_config.settings import Settings, get_settings
 from farm_config.version import VERSION
 from schemas import ErrorBody, FieldProblem
+from services.api.docs import add_docs
 from services.api.routes import control, dashboard, farm, health, jobs, metrics, refine
 from services.api.security import AuthFailures, SecurityHeaders
 from services.composition import build_api_farm
@@ -44,7 +45,10 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
         version=VERSION,
         description="Submit plates with a text prompt; get per-object roto mattes as multi-layer EXRs.",
         lifespan=lifespan,
+        docs_url=None,  # served by add_docs from local assets
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(SecurityHeaders)
     app.state.auth_failures = AuthFailures(settings.auth_failures_limit, settings.auth_failures_window_s)
     app.include_router(health.router)

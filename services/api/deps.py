@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from farm_config.settings import Settings, TokenGrant
 from schemas import FieldProblem
@@ -22,18 +23,22 @@ def get_service(request: Request) -> JobService:
     return request.app.state.jobs
 
 
+# Declared so OpenAPI carries the bearer scheme ("Authorize" in /docs); the messages stay ours.
+BEARER = HTTPBearer(auto_error=False, description="A farm token (MATTEFARM_TOKENS, `mattefarm tokens add`).")
+
+
 def current_user(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings_dep)],
-    authorization: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> TokenGrant:
     failures: AuthFailures = request.app.state.auth_failures
     client = request.client.host if request.client else "?"
     wait = failures.retry_after(client)
     if wait is not None:
         raise TooManyAttempts(f"too many failed sign-ins from {client}; try again in {wait:.0f}s", retry_after=wait)
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer.credentials if bearer else ""
+    if not token:
         raise NotAuthenticated(
             "send your farm token as 'Authorization: Bearer <token>' (tokens come from MATTEFARM_TOKENS; "
             "the embedded farm writes one to .mattefarm/token)"

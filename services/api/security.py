@@ -2,7 +2,7 @@
 
 Headers: no framing (clickjacking), no MIME sniffing, no referrer (the pages keep tokens out of
 URLs, and a referrer would still leak job ids to other sites); the farm's own pages (dashboard,
-refine) also get a Content-Security-Policy allowing only this origin (their scripts and styles
+refine, /docs) also get a Content-Security-Policy allowing only this origin (their scripts and styles
 are inline, so 'unsafe-inline' is needed; nothing is loaded from elsewhere).
 
 Failed authentication is rate-limited per client address: after ``limit`` failures within
@@ -44,7 +44,7 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 headers += HEADERS
                 html = any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-                if html and not scope["path"].startswith("/docs"):  # Swagger UI loads its assets itself
+                if html:
                     headers.append((b"content-security-policy", PAGE_CSP.encode()))
                 message["headers"] = headers
             await send(message)
