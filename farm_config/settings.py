@@ -62,8 +62,15 @@ class Settings(BaseSettings):
         default_factory=lambda: [Path.cwd()], description="Comma-separated output roots."
     )
 
-    # "token:user" or "token:user:admin", comma-separated.
+    # "token:user" or "token:user:admin", comma-separated. Tokens can also be kept hashed in the
+    # database (`mattefarm tokens add`), with an expiry and revocation.
     tokens: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    token_cache_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long an API process trusts a database token it found: a revoked or expired "
+        "token stops working within this many seconds (0: look up on every request).",
+    )
 
     # Queue behaviour for long GPU tasks (see docs/queue.md).
     task_soft_time_limit_s: int = Field(6 * 3600, ge=60)
@@ -254,8 +261,6 @@ class Settings(BaseSettings):
                 raise ValueError("production needs MATTEFARM_DATABASE_URL (postgresql+psycopg://...)")
             if not self.broker_url.startswith(("redis://", "rediss://")):
                 raise ValueError("production needs MATTEFARM_BROKER_URL=redis://...")
-            if not self.tokens:
-                raise ValueError("production needs MATTEFARM_TOKENS")
         return self
 
     @property

@@ -17,11 +17,13 @@ from services.farm.dispatcher import Broker, Dispatcher
 from services.farm.jobs import JobService
 from services.farm.overview import FarmService
 from services.farm.refine import PropagationSender, RefineService
+from services.farm.tokens import TokenBook
 from services.farm.webhooks import WebhookSender
 from services.farm.worker_node import FarmWorker
 from services.scheduling.dispatch import QueueNames
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
+from services.store.api_tokens import ApiTokens
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
 from services.store.refine_tasks import RefineTasks
@@ -48,6 +50,7 @@ def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
         outbox=WebhookOutbox(db),
         refine_edits=RefineEdits(db),
         refine_tasks=RefineTasks(db),
+        tokens=ApiTokens(db),
     )
 
 
@@ -95,6 +98,7 @@ class ApiFarm:
     jobs: JobService
     farm: FarmService
     refine: RefineService
+    tokens: TokenBook
     loops: FarmLoops
     run_loops: bool
     owned_broker: CeleryBroker | None = None
@@ -137,6 +141,7 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
             stores.tasks, stores.workers, sender.depth, QueueNames(settings.gpu_queue, settings.cpu_queue)
         ),
         refine=build_refine_service(settings, stores, jobs, sender),
+        tokens=TokenBook(settings, stores.tokens),
         loops=FarmLoops(dispatcher, webhooks, settings.dispatch_every_s),
         run_loops=settings.dispatcher,
         owned_broker=owned,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
@@ -13,6 +12,7 @@ from schemas import FieldProblem
 from services.api.security import AuthFailures
 from services.errors import InvalidSpec, NotAuthenticated, TooManyAttempts
 from services.farm.jobs import JobService
+from services.farm.tokens import TokenBook
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -29,7 +29,6 @@ BEARER = HTTPBearer(auto_error=False, description="A farm token (MATTEFARM_TOKEN
 
 def current_user(
     request: Request,
-    settings: Annotated[Settings, Depends(get_settings_dep)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> TokenGrant:
     failures: AuthFailures = request.app.state.auth_failures
@@ -40,14 +39,15 @@ def current_user(
     token = bearer.credentials if bearer else ""
     if not token:
         raise NotAuthenticated(
-            "send your farm token as 'Authorization: Bearer <token>' (tokens come from MATTEFARM_TOKENS; "
-            "the embedded farm writes one to .mattefarm/token)"
+            "send your farm token as 'Authorization: Bearer <token>' (tokens come from `mattefarm tokens add` "
+            "or MATTEFARM_TOKENS; the embedded farm writes one to .mattefarm/token)"
         )
-    for known, grant in settings.token_grants().items():
-        if hmac.compare_digest(known.encode(), token.encode()):
-            return grant
+    tokens: TokenBook = request.app.state.tokens
+    grant = tokens.grant_for(token)
+    if grant is not None:
+        return grant
     failures.failed(client)
-    raise NotAuthenticated("that token is not known to this farm; check MATTEFARM_TOKEN")
+    raise NotAuthenticated("that token is not known to this farm, or was revoked or expired; check MATTEFARM_TOKEN")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

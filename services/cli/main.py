@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from farm_config.version import VERSION
-from services.cli import control, evaluation, farm, jobs, models, refine_bench, synth
+from services.cli import control, evaluation, farm, jobs, models, refine_bench, synth, tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +33,7 @@ for command in (
     farm.worker,
     farm.demo,
     farm.db,
+    tokens.tokens,
     models.models,
     synth.synth,
     evaluation.evaluate_cmd,

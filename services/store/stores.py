@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.store.api_tokens import ApiTokens
 from services.store.db import Database
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
@@ -23,6 +24,7 @@ class FarmStores:
     outbox: WebhookOutbox
     refine_edits: RefineEdits
     refine_tasks: RefineTasks
+    tokens: ApiTokens
 
     def close(self) -> None:
         self.db.dispose()

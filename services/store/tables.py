@@ -250,3 +250,21 @@ class RefineTaskRow(Base):
     edit_id: Mapped[int | None] = mapped_column(ForeignKey("refine_edits.id", ondelete="SET NULL"), nullable=True)
     frames_changed: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # plate frames it rewrote
     result: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+
+
+class ApiTokenRow(Base):
+    """An API token made with ``mattefarm tokens add``: only its SHA-256 is kept (the plaintext is
+    shown once), with who it acts as, when it expires and whether it was revoked."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # the token's first characters, to tell tokens apart in lists
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
