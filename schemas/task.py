@@ -85,6 +85,9 @@ class TaskLog(BaseModel):
     task_id: int
     lines: list[TaskLogLine]
     total: int = Field(description="Lines stored for the task; 'lines' holds the last ones asked for.")
+    start: int = Field(
+        0, description="Lines stored before the first one in 'lines' (ask again with after=start+len(lines))."
+    )
 
 
 class ControlAction(StrEnum):

@@ -170,8 +170,10 @@ class FarmClient:
     def task(self, task_id: int) -> TaskStatus:
         return TaskStatus.model_validate(self._call("GET", f"/tasks/{task_id}"))
 
-    def task_log(self, task_id: int, tail: int = 200) -> TaskLog:
-        return TaskLog.model_validate(self._call("GET", f"/tasks/{task_id}/log", params={"tail": tail}))
+    def task_log(self, task_id: int, tail: int = 200, after: int | None = None) -> TaskLog:
+        """The last ``tail`` lines, or (``after``) up to ``tail`` lines after the first ``after``."""
+        params: dict[str, int] = {"tail": tail} | ({"after": after} if after is not None else {})
+        return TaskLog.model_validate(self._call("GET", f"/tasks/{task_id}/log", params=params))
 
     def farm(self) -> FarmOverview:
         return FarmOverview.model_validate(self._call("GET", "/farm"))

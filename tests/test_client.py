@@ -80,3 +80,60 @@ def test_tasks_and_workers_print_json_for_scripts(
     assert farm.exit_code == 0, farm.output
     overview = json.loads(farm.output)
     assert overview["unplaceable"][0]["job_id"] == job_id and "workers" in overview
+
+
+def test_log_follow_prints_each_line_once_and_fetches_only_new_lines(
+    api: TestClient, shot: Path, farm_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from click.testing import CliRunner
+
+    from services.cli import control
+    from services.cli.main import cli
+
+    spec = {"plate": str(shot), "prompt": "ball", "output_root": str(farm_root / "renders")}
+    with _client(api) as client:
+        job_id = client.submit(spec).id
+        task_id = client.tasks(job_id)[0].id
+    store = api.app.state.jobs.tasks
+    store.append_log(task_id, 1, [(datetime.now(UTC), "INFO", f"line {i}") for i in range(300)])
+    fetched: list[int] = []
+
+    class Spy:
+        def __init__(self) -> None:
+            self.inner = _client(api)
+
+        def __enter__(self) -> Spy:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.close()
+
+        def task_log(self, task_id: int, tail: int = 200, after: int | None = None):
+            page = self.inner.task_log(task_id, tail, after)
+            fetched.append(len(page.lines))
+            return page
+
+        def task(self, task_id: int):
+            return self.inner.task(task_id)
+
+    def worker_logs_then_job_is_canceled() -> None:
+        for batch in range(3):
+            time.sleep(0.7)
+            store.append_log(task_id, 1, [(datetime.now(UTC), "INFO", f"more {batch}.{i}") for i in range(5)])
+        with _client(api) as client:
+            client.cancel(job_id, reason="the test is done")
+
+    monkeypatch.setattr(control, "client", Spy)
+    thread = threading.Thread(target=worker_logs_then_job_is_canceled)
+    thread.start()
+    followed = CliRunner().invoke(cli, ["log", str(task_id), "--tail", "10", "--follow"])
+    thread.join()
+    assert followed.exit_code == 0, followed.output
+    printed = [line.split(None, 3)[-1] for line in followed.output.splitlines()]
+    expected = [f"line {i}" for i in range(290, 300)] + [f"more {b}.{i}" for b in range(3) for i in range(5)]
+    assert printed == expected
+    assert fetched[0] == 10 and sum(fetched) == len(expected)  # never the whole log again

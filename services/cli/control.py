@@ -143,16 +143,18 @@ def tasks(job_id: str, as_json: bool) -> None:
 def log(task_id: int, tail: int, follow: bool) -> None:
     """A task's log (every attempt, with worker and attempt number)."""
     with client() as farm:
-        shown = 0
-        while True:
-            page = farm.task_log(task_id, tail if not shown else 5000)
-            fresh = page.lines[-(page.total - shown) :] if shown else page.lines
-            for line in fresh:
+        page, closed = farm.task_log(task_id, tail), False
+        while True:  # following: each poll fetches only the lines logged since the last
+            for line in page.lines:
                 console.print(f"{line.at:%H:%M:%S} #{line.attempt} {line.level:<7} {line.message}", highlight=False)
-            shown = page.total
-            if not follow or not farm.task(task_id).state.is_open:
+            shown = page.start + len(page.lines)
+            if not follow or (closed and shown >= page.total):
                 return
-            time.sleep(1.0)
+            if shown >= page.total:
+                time.sleep(1.0)
+                # read the state before the lines: a task that closed has logged its last line
+                closed = not farm.task(task_id).state.is_open
+            page = farm.task_log(task_id, 5000, after=shown)
 
 
 @click.command()

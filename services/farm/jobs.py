@@ -159,9 +159,9 @@ class JobService:
             raise JobNotFound(f"no task {task_id}; list a job's tasks with GET /jobs/{{id}}/tasks")
         return task
 
-    def task_log(self, task_id: int, lines: int) -> TaskLog:
+    def task_log(self, task_id: int, lines: int, after: int | None = None) -> TaskLog:
         self.task(task_id)
-        return self.tasks.log_tail(task_id, lines)
+        return self.tasks.log_tail(task_id, lines, after)
 
     # --- controls ---------------------------------------------------------------------------
 

@@ -21,14 +21,21 @@ class TaskLogs:
             with self.db.session() as s:
                 s.add_all(rows)
 
-    def log_tail(self, task_id: int, lines: int) -> TaskLog:
+    def log_tail(self, task_id: int, lines: int, after: int | None = None) -> TaskLog:
+        """The last ``lines`` lines; with ``after``, up to ``lines`` lines following the first
+        ``after`` (lines are only appended, so a follower asks for what came since it last read)."""
         with self.db.session() as s:
             total = s.scalar(select(func.count()).where(TaskLogRow.task_id == task_id)) or 0
-            rows = s.scalars(
-                select(TaskLogRow).where(TaskLogRow.task_id == task_id).order_by(TaskLogRow.id.desc()).limit(lines)
-            ).all()
+            query = select(TaskLogRow).where(TaskLogRow.task_id == task_id)
+            if after is None:
+                rows = s.scalars(query.order_by(TaskLogRow.id.desc()).limit(lines)).all()[::-1]
+                start = total - len(rows)
+            else:
+                rows = s.scalars(query.order_by(TaskLogRow.id).offset(after).limit(lines)).all()
+                start = min(after, total)
             return TaskLog(
                 task_id=task_id,
                 total=total,
-                lines=[TaskLogLine(at=r.at, attempt=r.attempt, level=r.level, message=r.message) for r in rows[::-1]],
+                start=start,
+                lines=[TaskLogLine(at=r.at, attempt=r.attempt, level=r.level, message=r.message) for r in rows],
             )

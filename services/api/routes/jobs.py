@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
 from schemas.task import TaskLog, TaskStatus
-from services.api.deps import JobId, Name, Offset, ServiceDep, TaskId, UserDep, known_query_only
+from services.api.deps import INT32, JobId, Name, Offset, ServiceDep, TaskId, UserDep, known_query_only
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
@@ -93,7 +93,14 @@ def get_task(task_id: TaskId, jobs: ServiceDep, _: UserDep) -> TaskStatus:
 
 @tasks_router.get("/{task_id}/log", responses=ERRORS)
 def task_log(
-    task_id: TaskId, jobs: ServiceDep, _: UserDep, tail: Annotated[int, Query(ge=1, le=5000)] = 200
+    task_id: TaskId,
+    jobs: ServiceDep,
+    _: UserDep,
+    tail: Annotated[int, Query(ge=1, le=5000)] = 200,
+    after: Annotated[
+        int | None, Query(ge=0, le=INT32, description="Only lines after the first N (to follow a log).")
+    ] = None,
 ) -> TaskLog:
-    """The last ``tail`` lines the task's attempts logged (worker, attempt and level on each)."""
-    return jobs.task_log(task_id, tail)
+    """The last ``tail`` lines the task's attempts logged (worker, attempt and level on each); with
+    ``after``, up to ``tail`` lines following the first ``after``."""
+    return jobs.task_log(task_id, tail, after)
