@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -268,6 +269,7 @@ class JobHeader(BaseModel):
     show: str | None
     shot: str
     priority: int
+    version: int = Field(description="The output version the job writes (v001 = 1).")
     created_at: datetime
     finished_at: datetime | None = None
 
@@ -291,7 +293,6 @@ class JobStatus(JobHeader):
     warnings: list[str] = Field(default_factory=list)
     error: str | None = None
     attempts: int = 0
-    version: int
     output_dir: str
     output_pattern: str
     manifest: str | None = None
@@ -303,12 +304,18 @@ class JobStatus(JobHeader):
 
 class JobSummary(JobHeader):
     prompt: str
-    frames_done: int
-    frames_total: int
-    progress: float = Field(0.0, description="Share of the job's stage work done, 0..1.")
+    frames_done: int = Field(
+        description="Plate frames delivered: their mattes are written (the export stage's frames)."
+    )
+    frames_total: int = Field(description="Plate frames in the job.")
+    progress: float = Field(0.0, description="Share of the job's stage work done, 0..1 (every stage counts).")
     eta_s: float | None = Field(None, description="Seconds left at the rate so far (running jobs).")
     tasks: dict[str, int] = Field(default_factory=dict, description="Task count by state.")
     error: str | None = None
+
+
+# What the job list sorts by (newest first unless asked otherwise).
+JobSort = Literal["created", "priority", "state", "user", "show", "shot", "finished"]
 
 
 class JobPage(BaseModel):

@@ -133,11 +133,33 @@ class FarmClient:
         return [Event.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events")]
 
     def jobs(self, *, offset: int = 0, limit: int = 50, **filters: str | None) -> JobPage:
-        unknown = set(filters) - {"state", "show", "shot", "user"}
+        """A page of jobs; filters: state, show, shot, user, id_prefix, q (text), since, until
+        (ISO dates), sort (created, priority, state, user, show, shot, finished), order (asc, desc)."""
+        unknown = set(filters) - {"state", "show", "shot", "user", "id_prefix", "q", "since", "until", "sort", "order"}
         if unknown:
             raise TypeError(f"unknown job filter(s): {', '.join(sorted(unknown))}")
         params = {k: v for k, v in filters.items() if v is not None} | {"offset": offset, "limit": limit}
         return JobPage.model_validate(self._call("GET", "/jobs", params=params))
+
+    def resolve_job(self, ref: str) -> str:
+        """The full id of the one job whose id starts with ``ref`` (as ``git`` takes abbreviated
+        hashes); FarmNotFound when none does, FarmInvalidSpec naming the matches when several do."""
+        if not ref or len(ref) > 32 or not ref.replace("-", "").replace("_", "").isalnum():
+            raise FarmInvalidSpec(422, "invalid_spec", f"{ref!r} is not a job id", [
+                FieldProblem(field="job_id", message="letters, digits, - and _ (an id or its first characters)")
+            ])  # fmt: skip
+        page = self.jobs(id_prefix=ref, limit=5)
+        ids = [j.id for j in page.items]
+        if ref in ids:
+            return ref
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise FarmNotFound(404, "not_found", f"no job id starts with {ref!r}", [])
+        more = f" and {page.total - len(ids)} more" if page.total > len(ids) else ""
+        raise FarmInvalidSpec(422, "invalid_spec", f"{ref!r} matches {page.total} jobs ({', '.join(ids)}{more})", [
+            FieldProblem(field="job_id", message="give more of the id")
+        ])  # fmt: skip
 
     def control(
         self,

@@ -47,6 +47,7 @@ def _control(
     task_id: int | None = None,
 ) -> None:
     with client() as farm:
+        job_ids = tuple(farm.resolve_job(j) for j in job_ids)
         if task_id is not None:
             _report([farm.control_task(task_id, action, reason=reason)])
         elif len(job_ids) == 1 or stage:
@@ -115,7 +116,7 @@ def priority(job_ids: tuple[str, ...], value: int, reason: str | None) -> None:
 def tasks(job_id: str, as_json: bool) -> None:
     """A job's tasks: chunk, state, attempts, worker, timings."""
     with client() as farm:
-        rows = farm.tasks(job_id)
+        rows = farm.tasks(farm.resolve_job(job_id))
     if as_json:
         console.print_json(json.dumps([t.model_dump(mode="json") for t in rows]))
         return

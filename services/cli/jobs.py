@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,17 @@ from services.cli.common import client, console, farm_errors, follow_job, print_
     default=None,
     help="How layers keep identity (default farm).",
 )
+@click.option(
+    "--option",
+    "extra_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any pipeline option (repeatable), e.g. --option window_frames=30 --option box_threshold=0.4.",
+)
+@click.option("--notify-url", default=None, help="Webhook POSTed the job's summary when it finishes.")
+@click.option("--task-frames", type=click.IntRange(1, 10000), default=None, help="Frames per task (chunk).")
+@click.option("--min-gpu-memory-gb", type=click.FloatRange(0, 1024), default=None, help="Only GPUs with this much.")
+@click.option("--allow-smaller-model", is_flag=True, help="After a GPU out-of-memory, retry with a smaller SAM2.")
 @click.option("--follow", is_flag=True, help="Show live progress until the job finishes.")
 @farm_errors
 def submit(
@@ -45,6 +59,11 @@ def submit(
     shot: str | None,
     max_side: int | None,
     strategy: str | None,
+    extra_options: tuple[str, ...],
+    notify_url: str | None,
+    task_frames: int | None,
+    min_gpu_memory_gb: float | None,
+    allow_smaller_model: bool,
     follow: bool,
 ) -> None:
     """Submit PLATE (a frame pattern like /shots/sh010/sh010_plate.####.exr)."""
@@ -60,8 +79,14 @@ def submit(
         "show": show,
         "shot": shot,
         "output_root": output_root or str(Path.cwd()),
+        "notify_url": notify_url,
+        "task_frames": task_frames,
+        "min_gpu_memory_gb": min_gpu_memory_gb,
+        "allow_smaller_model": allow_smaller_model or None,
     }
-    options = {k: v for k, v in {"max_side": max_side, "strategy": strategy}.items() if v is not None}
+    options = _options(extra_options) | {
+        k: v for k, v in {"max_side": max_side, "strategy": strategy}.items() if v is not None
+    }
     if options:
         payload["options"] = options
     with client() as farm:
@@ -69,6 +94,21 @@ def submit(
         console.print(f"submitted [bold]{submitted.id}[/] → {submitted.output_dir}")
         if follow:
             follow_job(farm, submitted.id)
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs; a value that reads as JSON (30, 0.4, true) is sent as that, else as text.
+    The farm checks each against the pipeline options and names any it refuses (options.KEY)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r}: give KEY=VALUE", param_hint="--option")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except ValueError:
+            options[key.strip()] = raw
+    return options
 
 
 @click.command()
@@ -79,6 +119,7 @@ def submit(
 def status(job_id: str, follow: bool, as_json: bool) -> None:
     """Show a job's state, per-stage progress, timings and model calls."""
     with client() as farm:
+        job_id = farm.resolve_job(job_id)
         if follow:
             follow_job(farm, job_id)
             return
@@ -98,32 +139,74 @@ def status(job_id: str, follow: bool, as_json: bool) -> None:
 @click.option("--show", default=None)
 @click.option("--shot", default=None)
 @click.option("--user", default=None)
+@click.option("--search", "-q", default=None, help="Text in the id, show, shot, user or prompt.")
+@click.option("--since", default=None, help="Submitted at or after: 2026-11-30, 2026-11-30T09:00, or 12h / 7d ago.")
+@click.option(
+    "--sort",
+    type=click.Choice(["created", "priority", "state", "user", "show", "shot", "finished"]),
+    default="created",
+    show_default=True,
+)
+@click.option("--asc", is_flag=True, help="Ascending (default: descending, newest or highest first).")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0)
 @click.option("--json", "as_json", is_flag=True)
 @farm_errors
 def jobs(
-    state: str | None, show: str | None, shot: str | None, user: str | None, limit: int, offset: int, as_json: bool
+    state: str | None,
+    show: str | None,
+    shot: str | None,
+    user: str | None,
+    search: str | None,
+    since: str | None,
+    sort: str,
+    asc: bool,
+    limit: int,
+    offset: int,
+    as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs (newest first): filter, search, sort and page on the farm."""
+    filters = {"state": state, "show": show, "shot": shot, "user": user, "q": search, "since": _since(since)}
     with client() as farm:
-        page = farm.jobs(state=state, show=show, shot=shot, user=user, limit=limit, offset=offset)
+        page = farm.jobs(**filters, sort=sort, order="asc" if asc else "desc", limit=limit, offset=offset)
     if as_json:
         console.print_json(page.model_dump_json())
         return
-    table = Table("id", "state", "user", "show", "shot", "pri", "progress", "prompt", "submitted")
+    table = Table("id", "state", "user", "show", "shot", "ver", "pri", "frames", "progress", "prompt", "submitted")
     for j in page.items:
-        pct = f"{100 * j.frames_done / j.frames_total:.0f}%" if j.frames_total else "-"
         table.add_row(
             j.id,
             state_text(j.state),
             j.user,
             j.show or "",
             j.shot,
+            f"v{j.version:03d}",
             str(j.priority),
-            pct,
+            f"{j.frames_done}/{j.frames_total}",
+            f"{100 * j.progress:.0f}%",
             j.prompt,
             j.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
-    console.print(f"{len(page.items)} of {page.total} job(s)")
+    shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
+    console.print(
+        f"{shown} of {page.total} job(s)"
+        + (f"; --offset {offset + limit} for more" if page.total > offset + limit else "")
+    )
+
+
+def _since(value: str | None) -> str | None:
+    """An ISO date or datetime as given, or '12h' / '7d' ago as an ISO datetime (UTC)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d{1,5})([hd])", value)
+    if match:
+        delta = timedelta(hours=int(match[1])) if match[2] == "h" else timedelta(days=int(match[1]))
+        return (datetime.now(UTC) - delta).isoformat()
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            "an ISO date (2026-11-30, 2026-11-30T09:00) or 12h / 7d", param_hint="--since"
+        ) from None
+    return value

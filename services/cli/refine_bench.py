@@ -176,6 +176,7 @@ def refine(job_id: str, edits_file: Path, deliver: bool) -> None:
             err.print(f"[red]error:[/] {edits_file}: {where}: {problem['msg']}")
         raise SystemExit(1) from None
     with client() as farm, Progress(*PROGRESS_COLUMNS, console=console) as progress:
+        job_id = farm.resolve_job(job_id)
         bar = progress.add_task("edits", total=len(edits.edits))
         for n, edit in enumerate(edits.edits, start=1):
             try:

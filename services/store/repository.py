@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -21,6 +21,7 @@ from schemas import (
     Event,
     EventKind,
     JobPage,
+    JobSort,
     JobSpec,
     JobState,
     JobStatus,
@@ -46,6 +47,24 @@ class JobFilter:
     show: str | None = None
     shot: str | None = None
     user: str | None = None
+    id_prefix: str | None = None  # an abbreviated id, as the CLI takes them
+    search: str | None = None  # a substring of the id, show, shot, user or prompt (case-insensitive)
+    since: datetime | None = None  # submitted at or after
+    until: datetime | None = None  # submitted before
+    sort: JobSort = "created"
+    descending: bool = True
+
+
+# The job list's sort keys → columns (the id breaks ties, so pages never overlap or skip).
+SORT_COLUMNS: dict[str, Any] = {
+    "created": JobRow.created_at,
+    "priority": JobRow.priority,
+    "state": JobRow.state,
+    "user": JobRow.user,
+    "show": JobRow.show,
+    "shot": JobRow.shot,
+    "finished": JobRow.finished_at,
+}
 
 
 @dataclass
@@ -160,10 +179,28 @@ class JobStore:
             ):
                 if value is not None:
                     query = query.where(column == value)
+            if where.id_prefix:
+                query = query.where(JobRow.id.startswith(where.id_prefix, autoescape=True))
+            if where.search:
+                needle = where.search.lower()
+                query = query.where(
+                    or_(
+                        *(
+                            func.lower(text_column).contains(needle, autoescape=True)
+                            for text_column in (JobRow.id, JobRow.show, JobRow.shot, JobRow.user, JobRow.prompt)
+                        )
+                    )
+                )
+            if where.since is not None:
+                query = query.where(JobRow.created_at >= where.since)
+            if where.until is not None:
+                query = query.where(JobRow.created_at < where.until)
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            key = SORT_COLUMNS[where.sort]
+            order = key.desc().nulls_last() if where.descending else key.asc().nulls_last()
             rows = s.scalars(
                 query.options(selectinload(JobRow.stages))
-                .order_by(JobRow.created_at.desc(), JobRow.id)
+                .order_by(order, JobRow.id.desc() if where.descending else JobRow.id)
                 .offset(offset)
                 .limit(limit)
             ).all()
@@ -296,6 +333,7 @@ def _header(row: JobRow) -> dict[str, Any]:
         "show": row.show,
         "shot": row.shot,
         "priority": row.priority,
+        "version": row.version,
         "created_at": row.created_at,
         "finished_at": row.finished_at,
     }
@@ -327,7 +365,6 @@ def _status(row: JobRow) -> JobStatus:
         warnings=row.warnings or [],
         error=row.error,
         attempts=row.attempts,
-        version=row.version,
         output_dir=row.output_dir,
         output_pattern=row.output_pattern,
         manifest=row.manifest,
@@ -356,6 +393,7 @@ def _summary(row: JobRow, tasks: dict[str, int]) -> JobSummary:
     done = sum(st.frames_done for st in row.stages)
     total = sum(st.frames_total for st in row.stages)
     progress = done / total if total else 0.0
+    delivered = next((st.frames_done for st in row.stages if st.name == StageName.EXPORT), 0)
     eta = None
     if row.state == JobState.RUNNING and row.started_at and 0 < progress < 1:
         elapsed = (utcnow() - _aware(row.started_at)).total_seconds()
@@ -363,8 +401,8 @@ def _summary(row: JobRow, tasks: dict[str, int]) -> JobSummary:
     return JobSummary(
         **_header(row),
         prompt=row.prompt,
-        frames_done=done,
-        frames_total=total,
+        frames_done=delivered,
+        frames_total=len(row.frames),
         progress=round(progress, 4),
         eta_s=eta,
         tasks=tasks,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import FileResponse
 
-from schemas import ErrorBody, Event, JobPage, JobSpec, JobState, JobStatus, SubmitResponse
+from schemas import ErrorBody, Event, JobPage, JobSort, JobSpec, JobState, JobStatus, SubmitResponse
 from schemas.task import TaskLog, TaskStatus
 from services.api.deps import INT32, JobId, Name, Offset, ServiceDep, TaskId, UserDep, known_query_only
 from services.store.repository import JobFilter
@@ -46,11 +47,34 @@ def list_jobs(
     show: Name = None,
     shot: Name = None,
     user: Name = None,
+    id_prefix: Annotated[
+        str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="Jobs whose id starts so.")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", description="Text in the id, show, shot, user or prompt."
+        ),
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Submitted at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Submitted before (ISO 8601).")] = None,
+    sort: JobSort = "created",
+    order: Literal["asc", "desc"] = "desc",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
-    """Jobs, newest first, filtered by state, show, shot or user."""
-    return jobs.page(JobFilter(state=state, show=show, shot=shot, user=user), offset, limit)
+    """Jobs, filtered by state, show, shot, user, id prefix, text and submission date, sorted
+    (newest first by default) and paged on the server."""
+    where = JobFilter(
+        state=state, show=show, shot=shot, user=user, id_prefix=id_prefix, search=q,
+        since=_aware(since), until=_aware(until), sort=sort, descending=order == "desc",
+    )  # fmt: skip
+    return jobs.page(where, offset, limit)
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A date without a zone is read as UTC (the farm's clock)."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 @router.get("/{job_id}", responses=ERRORS)
