@@ -75,7 +75,7 @@ def write_oiio_plate(
     if bits:
         spec.attribute("oiio:BitsPerSample", bits)
     for key, value in (attrs or {}).items():
-        spec.attribute(key, value)
+        spec.attribute(key, *value) if isinstance(value, tuple) else spec.attribute(key, value)  # (type, value)
     out = oiio.ImageOutput.create(str(path))
     assert out is not None, oiio.geterror()
     path.parent.mkdir(parents=True, exist_ok=True)

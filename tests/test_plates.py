@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import OpenEXR
+import OpenImageIO as oiio
 import pytest
 from fastapi.testclient import TestClient
 
@@ -126,6 +127,40 @@ def test_dpx_10bit_is_read_as_cineon_log(tmp_path: Path, settings: Settings) -> 
     assert decoder.plate.info.bits == 10 and decoder.colour.colourspace == "Cineon"
     linear = decoder.linear(1)
     np.testing.assert_allclose(linear[0, :, 0], [0.0, 0.1823, 1.0], atol=2e-3)
+
+
+def _smpte(h: int, m: int, s: int, f: int, drop: bool = False) -> int:
+    bcd = lambda v: ((v // 10) << 4) | (v % 10)  # noqa: E731
+    return (bcd(h) << 24) | (bcd(m) << 16) | (bcd(s) << 8) | bcd(f) | (0x40 if drop else 0)
+
+
+def test_dpx_timecode_goes_into_the_mattes_and_the_burn_in(tmp_path: Path, settings: Settings) -> None:
+    from workers.io.exr import read_exr_header, write_exr_atomic
+    from workers.provenance import FrameHeaders
+
+    image = np.full((4, 6, 3), 0.4, np.float32)
+    stamps = {1001: (10, 0, 59, 23), 1002: (10, 1, 0, 0)}  # the plate's own timecode, across a minute
+    for frame, (h, m, s, f) in stamps.items():
+        write_oiio_plate(
+            tmp_path / f"scan.{frame}.dpx", image, fmt="uint16", bits=10,
+            attrs={"smpte:TimeCode": (oiio.TypeDesc("timecode"), (_smpte(h, m, s, f, drop=True), 0x1234))},
+        )  # fmt: skip
+    decoder = decoder_for(tmp_path / "scan.####.dpx", settings)
+    headers = FrameHeaders(decoder.plate)
+    assert headers.timecode_text(1001) == "10:00:59:23" and headers.timecode_text(1002) == "10:01:00:00"
+    matte = tmp_path / "matte.1002.exr"
+    write_exr_atomic(matte, {"A": np.zeros((4, 6), np.float16)}, headers(1002))
+    written = read_exr_header(matte)["timeCode"]
+    assert (written.hours, written.minutes, written.seconds, written.frame) == (10, 1, 0, 0)
+    assert written.dropFrame and written.userData == 0x1234
+
+
+def test_a_dpx_without_timecode_gets_none_invented(tmp_path: Path, settings: Settings) -> None:
+    from workers.provenance import FrameHeaders
+
+    write_oiio_plate(tmp_path / "scan.1001.dpx", np.zeros((4, 6, 3), np.float32), fmt="uint16", bits=10)
+    headers = FrameHeaders(decoder_for(tmp_path / "scan.####.dpx", settings).plate)
+    assert headers.timecode_text(1001) is None and "timeCode" not in headers(1001)
 
 
 def test_cineon_code_values() -> None:

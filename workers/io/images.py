@@ -222,9 +222,34 @@ def _probe_oiio(path: Path) -> ImageInfo:
             bits=int(bits),
             colour_hint=transfer or colour or None,
             fps=_oiio_fps(spec),
+            timecode=_smpte_timecode(spec),
         )
     finally:
         image.close()
+
+
+def _bcd(value: int) -> int:
+    return (value >> 4) * 10 + (value & 0x0F)
+
+
+def _smpte_timecode(spec: Any) -> Any:
+    """A DPX's SMPTE 12M timecode (OIIO's ``smpte:TimeCode``: time and flags as BCD, user bits)
+    as an ``OpenEXR.TimeCode``, so it is copied into the mattes' ``timeCode`` as an EXR's is."""
+    value = spec.getattribute("smpte:TimeCode")
+    if not value:
+        return None
+    packed, user_bits = int(value[0]), int(value[1])
+    if packed in (0, 0xFFFFFFFF):  # DPX writes all ones for "no timecode"
+        return None
+    timecode = OpenEXR.TimeCode()
+    timecode.hours = _bcd((packed >> 24) & 0x3F)
+    timecode.minutes = _bcd((packed >> 16) & 0x7F)
+    timecode.seconds = _bcd((packed >> 8) & 0x7F)
+    timecode.frame = _bcd(packed & 0x3F)
+    timecode.dropFrame = bool(packed & 0x40)
+    timecode.colorFrame = bool(packed & 0x80)
+    timecode.userData = user_bits
+    return timecode
 
 
 def _oiio_fps(spec: Any) -> Fraction | None:
