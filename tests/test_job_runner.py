@@ -212,3 +212,25 @@ def test_an_out_of_memory_error_retries_with_lighter_settings(settings: Settings
     assert (segment.attempts, segment.lighter, segment.state) == (2, 1, "succeeded")
     assert any("out_of_memory" in m and "lighter settings" in m for m in events)
     assert any("lighter settings: feature cache 512 → 256 MB; tracking state offloaded" in m for m in log), log
+
+
+def test_skipped_frames_are_held_as_slates_so_the_movie_keeps_source_numbering(
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    import av
+
+    for frame in (1004, 1005):
+        (shot.parent / f"sh010.{frame}.exr").unlink()
+    job_id = submit(settings, shot, farm_root, frames="1001-1008", on_missing_frames="skip")
+    run_tasks(runtime, job_id)
+    job = runtime.store.get(job_id)
+    assert job.state == JobState.SUCCEEDED and job.missing_frames == [1004, 1005]
+    assert job.review is not None
+    with av.open(job.review.movie) as container:
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(pictures) == 8  # movie frame N is source frame 1001 + N, the gap included
+    centre = [p[p.shape[0] // 3 : 2 * p.shape[0] // 3, p.shape[1] // 3 : 2 * p.shape[1] // 3] for p in pictures]
+    # a slate is flat dark grey with its message in amber; plate frames are the synthetic shot
+    amber = [int(((c[..., 0] > 200) & (c[..., 1] > 150) & (c[..., 2] < 120)).sum()) for c in centre]
+    assert amber[3] > 50 and amber[4] > 50 and all(a == 0 for i, a in enumerate(amber) if i not in (3, 4))
+    assert not np.array_equal(pictures[2], pictures[3])

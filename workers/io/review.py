@@ -3,7 +3,8 @@
 The plate is shown in display colour with each layer tinted in a colour derived from its name
 (stable across versions and shots), outlined, and burnt in with shot, version, source frame
 number, timecode and a legend. Movies lose their start frame, so the first and last frame and
-the source go into the container's metadata as well.
+the source go into the container's metadata as well; a source frame the job skipped (missing on
+disk) is held as a slate, so the movie's frame N is always source frame first + N.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class ReviewWriter:
     _thumbs: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _sheet_frames: set[int] = field(default_factory=set, init=False, repr=False)
     frames_written: int = field(default=0, init=False)
+    slates: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         geo = self.decoder.plate.geometry
@@ -135,8 +137,6 @@ class ReviewWriter:
         self._stream = stream
 
     def add(self, frame: int, logits: Mapping[str, np.ndarray]) -> None:
-        import av
-
         if self._container is None:
             self._open()
         display = self.decoder.model_frame(frame, self.size)
@@ -152,14 +152,38 @@ class ReviewWriter:
             right,
             [(name, name in logits) for name in self.layer_names],
         )
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            self._container.mux(packet)
-        self.frames_written += 1
+        self._encode(image)
         if frame in self._sheet_frames:
             scale = THUMB_WIDTH / image.shape[1]
             self._thumbs[frame] = cv2.resize(
                 image, (THUMB_WIDTH, max(2, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA
             )
+
+    def add_slate(self, frame: int) -> None:
+        """A held slate for a source frame the job skipped (not on disk), so the movie's frame
+        index keeps matching source frames: frame N of the movie is source frame first + N."""
+        if self._container is None:
+            self._open()
+        width, height = self.size
+        image = np.full((height, width, 3), 40, np.uint8)
+        cv2.line(image, (0, 0), (width - 1, height - 1), (90, 90, 90), 2)
+        cv2.line(image, (0, height - 1), (width - 1, 0), (90, 90, 90), 2)
+        scale = max(0.5, min(1.6, width / 900))
+        message = f"frame {frame} not in the plate"
+        (tw, th), _ = cv2.getTextSize(message, FONT, scale, max(1, round(scale * 2)))
+        _text(image, message, ((width - tw) // 2, (height + th) // 2), scale, (255, 200, 60))
+        burn_in(
+            image, f"{self.shot}  roto v{self.version:03d}", f"{frame}  (missing)", []
+        )  # no header to read a timecode from
+        self._encode(image)
+        self.slates += 1
+
+    def _encode(self, image: np.ndarray) -> None:
+        import av
+
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            self._container.mux(packet)
+        self.frames_written += 1
 
     def close(self) -> tuple[Path, Path] | None:
         """Finish the movie and write the sheet; both appear under their names only when complete."""

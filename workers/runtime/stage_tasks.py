@@ -182,7 +182,12 @@ def _finalise(ctx: StageTask) -> None:
         )
         try:
             store = LayerStore(ctx.scratch)
+            skipped = set(job.missing_frames)
             for pos, frame in enumerate(plate.frames):
+                if pos:  # hold a slate for each skipped source frame between this one and the last
+                    for gap in range(plate.frames[pos - 1] + 1, frame):
+                        if gap in skipped:
+                            review.add_slate(gap)
                 review.add(frame, frame_logits(store, pos, layers))
                 ctx.reporter.advanced(StageName.EXPORT, pos + 1)
                 if ctx.reporter.cancel_requested():
