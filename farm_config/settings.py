@@ -200,6 +200,16 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key signing every webhook (X-Mattefarm-Signature); empty = one made in data_dir. "
         "Set it on every process of a farm that spans machines.",
     )
+    # review media links that open without a token header (RV, a browser, an email)
+    review_link_secret: str = Field(
+        "",
+        repr=False,
+        description="HMAC-SHA256 key signing review links; empty = one made in data_dir. Set it on every API "
+        "process of a farm that spans machines (a link signed by one must open on all).",
+    )
+    review_link_ttl_s: int = Field(
+        24 * 3600, ge=60, le=7 * 24 * 3600, description="How long a signed review link opens, by default."
+    )
     # the CLI's side: which farm it talks to and as whom
     api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
     token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")
@@ -272,6 +282,10 @@ class Settings(BaseSettings):
     @property
     def webhook_secret_path(self) -> Path:
         return self.data_dir / "webhook_secret"
+
+    @property
+    def review_link_secret_path(self) -> Path:
+        return self.data_dir / "review_link_secret"
 
     @property
     def consumed_queues(self) -> list[str]:

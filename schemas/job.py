@@ -283,6 +283,14 @@ class ReviewLinks(BaseModel):
     contact_sheet_url: str | None = None
 
 
+class SignedReviewLinks(BaseModel):
+    """Links to a job's review media that open without a token header, until ``expires_at``."""
+
+    movie_url: str
+    contact_sheet_url: str
+    expires_at: datetime
+
+
 class JobStatus(JobHeader):
     spec: JobSpec
     frames: list[int] = Field(description="Plate frames the job covers.")

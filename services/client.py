@@ -20,7 +20,17 @@ from typing import Any
 
 import httpx
 
-from schemas import Event, FarmOverview, FieldProblem, JobPage, JobSpec, JobStatus, SubmitResponse, WorkerInfo
+from schemas import (
+    Event,
+    FarmOverview,
+    FieldProblem,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    SignedReviewLinks,
+    SubmitResponse,
+    WorkerInfo,
+)  # fmt: skip
 from schemas.refine import DeliverResult, Edit, EditResult, RefineProgress, RefineState
 from schemas.task import BulkControlResult, ControlResult, TaskLog, TaskStatus
 
@@ -140,6 +150,11 @@ class FarmClient:
             raise TypeError(f"unknown job filter(s): {', '.join(sorted(unknown))}")
         params = {k: v for k, v in filters.items() if v is not None} | {"offset": offset, "limit": limit}
         return JobPage.model_validate(self._call("GET", "/jobs", params=params))
+
+    def review_links(self, job_id: str, ttl_s: int | None = None) -> SignedReviewLinks:
+        """Links to the job's review movie and contact sheet that open without a token header."""
+        params = {"ttl_s": ttl_s} if ttl_s is not None else None
+        return SignedReviewLinks.model_validate(self._call("POST", f"/jobs/{job_id}/review/links", params=params))
 
     def resolve_job(self, ref: str) -> str:
         """The full id of the one job whose id starts with ``ref`` (as ``git`` takes abbreviated

@@ -17,6 +17,7 @@ from services.farm.dispatcher import Broker, Dispatcher
 from services.farm.jobs import JobService
 from services.farm.overview import FarmService
 from services.farm.refine import PropagationSender, RefineService
+from services.farm.review_links import ReviewLinkSigner, review_link_secret
 from services.farm.tokens import TokenBook
 from services.farm.webhooks import WebhookSender
 from services.farm.worker_node import FarmWorker
@@ -99,6 +100,7 @@ class ApiFarm:
     farm: FarmService
     refine: RefineService
     tokens: TokenBook
+    review_links: ReviewLinkSigner
     loops: FarmLoops
     run_loops: bool
     owned_broker: CeleryBroker | None = None
@@ -142,6 +144,7 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         ),
         refine=build_refine_service(settings, stores, jobs, sender),
         tokens=TokenBook(settings, stores.tokens),
+        review_links=ReviewLinkSigner(review_link_secret(settings)),
         loops=FarmLoops(dispatcher, webhooks, settings.dispatch_every_s),
         run_loops=settings.dispatcher,
         owned_broker=owned,

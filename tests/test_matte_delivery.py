@@ -202,3 +202,55 @@ def test_manifest_describes_the_plate_and_layers(delivered: Delivered) -> None:
     assert all({"first_frame", "last_frame", "mean_score", "label"} <= set(layer) for layer in manifest["layers"])
     assert manifest["models"]["backend"] == "synthetic"
     assert {s["name"] for s in manifest["stages"]} == {"detect", "segment", "track", "export"}
+
+
+def test_signed_review_links_open_without_a_token_until_they_expire(delivered: Delivered) -> None:
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from services.farm.review_links import ReviewLinkSigner, review_link_secret
+
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    job_id = delivered.job.id
+    with TestClient(create_app(delivered.settings, RecordingQueue())) as api:
+        assert api.post(f"/jobs/{job_id}/review/links").status_code == 401  # minting needs a token
+        links = api.post(f"/jobs/{job_id}/review/links", params={"ttl_s": 600}, headers=auth).json()
+        assert "Bearer" not in links["movie_url"] and ALICE not in links["movie_url"]
+        for key, media in (("movie_url", "video/mp4"), ("contact_sheet_url", "image/jpeg")):
+            opened = api.get(links[key])  # no header: what RV or a browser does
+            assert opened.status_code == 200 and opened.headers["content-type"] == media
+        query = parse_qs(urlsplit(links["movie_url"]).query)
+        expires, sig = int(query["expires"][0]), query["sig"][0]
+        # a link is for one file of one job: the sheet's path with the movie's signature is refused
+        swapped = api.get(f"/jobs/{job_id}/review/contact-sheet", params={"expires": expires, "sig": sig})
+        assert swapped.status_code == 401 and "not signed by this farm" in swapped.json()["message"]
+        later = api.get(f"/jobs/{job_id}/review/movie", params={"expires": expires + 3600, "sig": sig})
+        assert later.status_code == 401  # the expiry can't be moved
+        past = ReviewLinkSigner(review_link_secret(delivered.settings)).sign(job_id, "movie", 60, now=time.time() - 61)
+        expired = api.get(past.path)
+        assert expired.status_code == 401 and "expired" in expired.json()["message"]
+        half = api.get(f"/jobs/{job_id}/review/movie", params={"sig": sig})
+        assert half.status_code == 422 and half.json()["problems"][0]["field"] == "query.expires"
+        too_long = api.post(f"/jobs/{job_id}/review/links", params={"ttl_s": 10**9}, headers=auth)
+        assert too_long.status_code == 422 and "ttl_s" in too_long.json()["problems"][0]["field"]
+        spec = api.get("/openapi.json").json()["paths"]["/jobs/{job_id}/review/{kind}"]["get"]
+        names = [p["name"] for p in spec["parameters"]]
+        assert sorted(names) == ["expires", "job_id", "kind", "sig"]
+
+
+def test_mattefarm_review_prints_links_rv_can_open(delivered: Delivered, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from click.testing import CliRunner
+
+    from services.cli import jobs
+    from services.cli.main import cli
+    from services.client import FarmClient
+
+    with TestClient(create_app(delivered.settings, RecordingQueue())) as api:
+        monkeypatch.setattr(jobs, "client", lambda: FarmClient("http://testserver", ALICE, transport=api._transport))
+        printed = CliRunner().invoke(cli, ["review", delivered.job.id[:6], "--movie", "--ttl", "1"])
+        assert printed.exit_code == 0, printed.output
+        url = printed.output.strip()
+        assert url.startswith("http://testserver/jobs/") and "sig=" in url
+        with httpx.Client(transport=api._transport) as plain:  # no Authorization header
+            assert plain.get(url).status_code == 200

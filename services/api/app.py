@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
         farm = build_api_farm(settings, queue)
         app.state.settings, app.state.db = settings, farm.stores.db
         app.state.jobs, app.state.farm, app.state.broker = farm.jobs, farm.farm, farm.broker
-        app.state.refine, app.state.tokens = farm.refine, farm.tokens
+        app.state.refine, app.state.tokens, app.state.review_links = farm.refine, farm.tokens, farm.review_links
         farm.start()
         try:
             yield

@@ -12,6 +12,7 @@ from schemas import FieldProblem
 from services.api.security import AuthFailures
 from services.errors import InvalidSpec, NotAuthenticated, TooManyAttempts
 from services.farm.jobs import JobService
+from services.farm.review_links import ReviewLinkSigner
 from services.farm.tokens import TokenBook
 
 
@@ -48,6 +49,29 @@ def current_user(
         return grant
     failures.failed(client)
     raise NotAuthenticated("that token is not known to this farm, or was revoked or expired; check MATTEFARM_TOKEN")
+
+
+def review_access(
+    request: Request,
+    job_id: Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")],
+    kind: Annotated[str, Path(pattern=r"^(movie|contact-sheet)$")],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+    expires: Annotated[int | None, Query(ge=0, le=2**40, description="A signed link's expiry (Unix s).")] = None,
+    sig: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A signed link's signature.")] = None,
+) -> None:
+    """Review media open with a token, or with a signed link (POST /jobs/{id}/review/links) that
+    names this job and file and has not expired."""
+    if sig is None and expires is None:
+        current_user(request, bearer)
+        return
+    if sig is None or expires is None:
+        raise InvalidSpec("a signed review link needs both expires and sig", [
+            FieldProblem(field="query.sig" if sig is None else "query.expires", message="missing from the link")
+        ])  # fmt: skip
+    signer: ReviewLinkSigner = request.app.state.review_links
+    why = signer.verify(job_id, kind, expires, sig)
+    if why is not None:
+        raise NotAuthenticated(why)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

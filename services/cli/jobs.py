@@ -210,3 +210,28 @@ def _since(value: str | None) -> str | None:
             "an ISO date (2026-11-30, 2026-11-30T09:00) or 12h / 7d", param_hint="--since"
         ) from None
     return value
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--ttl", "ttl_h", type=click.FloatRange(0.02, 168), default=None, help="Hours the links open (default 24)."
+)
+@click.option(
+    "--movie", "only", flag_value="movie", help='Print only the movie\'s link (rv "$(mattefarm review JOB --movie)").'
+)
+@click.option("--sheet", "only", flag_value="sheet", help="Print only the contact sheet's link.")
+@farm_errors
+def review(job_id: str, ttl_h: float | None, only: str | None) -> None:
+    """Signed links to a job's review movie and contact sheet: they open in RV or a browser
+    without a token, until they expire, and grant nothing else."""
+    with client() as farm:
+        links = farm.review_links(farm.resolve_job(job_id), round(ttl_h * 3600) if ttl_h else None)
+    if only == "movie":
+        click.echo(links.movie_url)
+    elif only == "sheet":
+        click.echo(links.contact_sheet_url)
+    else:
+        console.print(f"movie  {links.movie_url}", soft_wrap=True)
+        console.print(f"sheet  {links.contact_sheet_url}", soft_wrap=True)
+        console.print(f"[dim]open until {links.expires_at:%Y-%m-%d %H:%M} UTC[/]")

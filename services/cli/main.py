@@ -18,6 +18,7 @@ for command in (
     jobs.submit,
     jobs.status,
     jobs.jobs,
+    jobs.review,
     control.cancel,
     control.pause,
     control.resume,

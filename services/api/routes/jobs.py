@@ -5,12 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import FileResponse
 
-from schemas import ErrorBody, Event, JobPage, JobSort, JobSpec, JobState, JobStatus, SubmitResponse
+from schemas import ErrorBody, Event, JobPage, JobSort, JobSpec, JobState, JobStatus, SignedReviewLinks, SubmitResponse
 from schemas.task import TaskLog, TaskStatus
-from services.api.deps import INT32, JobId, Name, Offset, ServiceDep, TaskId, UserDep, known_query_only
+from services.api.deps import (
+    INT32,
+    JobId,
+    Name,
+    Offset,
+    ServiceDep,
+    SettingsDep,
+    TaskId,
+    UserDep,
+    known_query_only,
+    review_access,
+)  # fmt: skip
+from services.farm.review_links import ReviewLinkSigner
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
@@ -99,12 +111,41 @@ def job_tasks(job_id: JobId, jobs: ServiceDep, _: UserDep) -> list[TaskStatus]:
 REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_sheet", "image/jpeg")}
 
 
-@router.get("/{job_id}/review/{kind}", responses=ERRORS, response_class=FileResponse)
-def review_media(job_id: JobId, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep, _: UserDep) -> FileResponse:
-    """The job's review MP4 or contact-sheet JPEG, once the export has written them."""
+@router.get(
+    "/{job_id}/review/{kind}",
+    responses=ERRORS,
+    response_class=FileResponse,
+    dependencies=[Depends(review_access)],
+)
+def review_media(job_id: JobId, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep) -> FileResponse:
+    """The job's review MP4 or contact-sheet JPEG, once the export has written them: with a token,
+    or with a signed link's ``expires`` and ``sig`` (no header needed: RV, a browser)."""
     field, media_type = REVIEW_MEDIA[kind]
     path = jobs.review_file(job_id, field)
     return FileResponse(path, media_type=media_type, filename=path.name)
+
+
+@router.post("/{job_id}/review/links", responses=ERRORS)
+def sign_review_links(
+    job_id: JobId,
+    request: Request,
+    jobs: ServiceDep,
+    settings: SettingsDep,
+    _: UserDep,
+    ttl_s: Annotated[int | None, Query(ge=60, le=7 * 24 * 3600, description="Seconds the links open.")] = None,
+) -> SignedReviewLinks:
+    """Links to the review media that open without a token header until they expire (default
+    REVIEW_LINK_TTL_S), for RV, a browser or an email; they grant nothing else."""
+    jobs.review_file(job_id, "movie")  # a 404 now, not when someone opens the link
+    signer: ReviewLinkSigner = request.app.state.review_links
+    ttl = ttl_s or settings.review_link_ttl_s
+    base = str(request.base_url).rstrip("/")
+    movie, sheet = (signer.sign(job_id, kind, ttl) for kind in ("movie", "contact-sheet"))
+    return SignedReviewLinks(
+        movie_url=base + movie.path,
+        contact_sheet_url=base + sheet.path,
+        expires_at=datetime.fromtimestamp(movie.expires, UTC),
+    )
 
 
 tasks_router = APIRouter(prefix="/tasks", tags=["tasks"], dependencies=[Depends(known_query_only)])
