@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A running task silent this long is retried elsewhere (its worker is dead)."
     )
+    history_sample_s: float = Field(
+        60.0, ge=1, le=3600, description="How often the dispatcher records the farm's load for the history graphs."
+    )
+    worker_forget_after_s: float = Field(
+        3600.0,
+        ge=60,
+        description="A worker offline this long leaves the worker list and /metrics (a node that comes back "
+        "registers again under the same name: node:slot).",
+    )
     lost_message_s: float = Field(
         60.0, gt=0, description="A queued task whose message the broker no longer holds after this long is re-sent."
     )
@@ -214,7 +223,9 @@ class Settings(BaseSettings):
     api_url: str = Field("", description="The farm the CLI talks to; empty = http://API_HOST:API_PORT.")
     token: str = Field("", repr=False, description="The CLI's token; empty = the embedded farm's token file.")
     # a worker process's identity and start-up
-    worker_node: str = Field("", description="Celery node name (node@host); workers are named node:pid.")
+    worker_node: str = Field(
+        "", description="Celery node name (node@host); workers are named node:slot, stable across restarts."
+    )
     warm_models: bool = Field(True, description="Load the models when a worker process starts, not on its first task.")
 
     @field_validator("read_roots", "write_roots", "tokens", "worker_queues", "webhook_hosts", mode="before")

@@ -26,7 +26,15 @@ from schemas.job import (
     SubmitResponse,
     split_prompt,
 )
-from schemas.worker import FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
+from schemas.worker import (
+    FarmHistory,
+    FarmOverview,
+    HistoryBucket,
+    QueueInfo,
+    Unplaceable,
+    WorkerInfo,
+    WorkerState,
+)  # fmt: skip
 
 __all__ = [
     "STAGE_ORDER",
@@ -34,9 +42,11 @@ __all__ = [
     "ErrorBody",
     "Event",
     "EventKind",
+    "FarmHistory",
     "FarmOverview",
     "FieldProblem",
     "FrameRangeError",
+    "HistoryBucket",
     "JobHeader",
     "JobPage",
     "JobSort",

@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     TASK_DEAD = "task_dead"
     REQUEUED = "requeued"  # sent again without counting: shutdown, lost message, infrastructure
     BLOCKLISTED = "blocklisted"
+    UNBLOCKED = "unblocked"  # a job's block-list cleared by hand
 
 
 class Event(BaseModel):

@@ -118,6 +118,14 @@ class ControlResult(BaseModel):
     message: str = ""
 
 
+class HostBlock(BaseModel):
+    """A worker host's failures on one job; ``blocked`` hosts get none of its tasks."""
+
+    host: str
+    failures: int
+    blocked: bool
+
+
 class BulkControlResult(BaseModel):
     results: list[ControlResult]
 

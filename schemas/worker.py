@@ -16,7 +16,7 @@ class WorkerState(StrEnum):
 
 
 class WorkerInfo(BaseModel):
-    name: str = Field(description="Unique per worker process: node@host:pid.")
+    name: str = Field(description="node@host:slot (the Celery pool slot), stable across restarts.")
     host: str
     pid: int
     queues: list[str]
@@ -62,3 +62,24 @@ class FarmOverview(BaseModel):
     unplaceable: list[Unplaceable] = Field(
         default_factory=list, description="Jobs that wait for a worker that is not there (one line each)."
     )
+
+
+class HistoryBucket(BaseModel):
+    """One interval of the farm's history (its start), drawn from the store."""
+
+    at: datetime
+    jobs_succeeded: int = 0
+    jobs_failed: int = 0
+    jobs_canceled: int = 0
+    frames_delivered: int = Field(0, description="Plate frames whose mattes were written (export chunks finished).")
+    failures: dict[str, int] = Field(default_factory=dict, description="Failed attempts by reason.")
+    tasks_waiting: float | None = Field(None, description="Queue depth: tasks ready or queued, not started (mean).")
+    tasks_running: float | None = None
+    workers_online: float | None = None
+
+
+class FarmHistory(BaseModel):
+    hours: float
+    bucket_s: int
+    buckets: list[HistoryBucket]
+    failures_total: dict[str, int] = Field(default_factory=dict, description="Failed attempts by reason, whole window.")

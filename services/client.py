@@ -218,6 +218,9 @@ class FarmClient:
     def drain(self, worker: str) -> WorkerInfo:
         return WorkerInfo.model_validate(self._call("POST", f"/workers/{worker}/drain"))
 
+    def undrain(self, worker: str) -> WorkerInfo:
+        return WorkerInfo.model_validate(self._call("POST", f"/workers/{worker}/undrain"))
+
     def refine_state(self, job_id: str) -> RefineState:
         return RefineState.model_validate(self._call("GET", f"/jobs/{job_id}/refine/state"))
 

@@ -25,6 +25,7 @@ from services.scheduling.dispatch import QueueNames
 from services.scheduling.retry import RetryPolicy
 from services.store import Database, FarmStores, JobStore
 from services.store.api_tokens import ApiTokens
+from services.store.farm_history import FarmHistoryStore
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
 from services.store.refine_tasks import RefineTasks
@@ -52,12 +53,20 @@ def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
         refine_edits=RefineEdits(db),
         refine_tasks=RefineTasks(db),
         tokens=ApiTokens(db),
+        history=FarmHistoryStore(db, settings.heartbeat_timeout_s),
     )
 
 
 def build_dispatcher(settings: Settings, stores: FarmStores, broker: Broker, name: str) -> Dispatcher:
     return Dispatcher(
-        settings, stores.tasks, stores.workers, broker, name=name, refine_tasks=stores.refine_tasks, jobs=stores.jobs
+        settings,
+        stores.tasks,
+        stores.workers,
+        broker,
+        name=name,
+        refine_tasks=stores.refine_tasks,
+        jobs=stores.jobs,
+        history=stores.history,
     )
 
 
@@ -140,7 +149,11 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
         broker=sender,
         jobs=jobs,
         farm=FarmService(
-            stores.tasks, stores.workers, sender.depth, QueueNames(settings.gpu_queue, settings.cpu_queue)
+            stores.tasks,
+            stores.workers,
+            sender.depth,
+            QueueNames(settings.gpu_queue, settings.cpu_queue),
+            history=stores.history,
         ),
         refine=build_refine_service(settings, stores, jobs, sender),
         tokens=TokenBook(settings, stores.tokens),

@@ -56,6 +56,12 @@ class RefineBusy(FarmServiceError):
     status, code = 409, "refine_busy"
 
 
+class WrongState(FarmServiceError):
+    """The action does not fit what the thing is doing now (undrain an unhealthy worker)."""
+
+    status, code = 409, "wrong_state"
+
+
 class IdempotencyConflict(FarmServiceError):
     status, code = 409, "idempotency_conflict"
 

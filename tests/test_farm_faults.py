@@ -46,7 +46,11 @@ def test_a_worker_killed_mid_export_loses_nothing_and_writes_each_frame_once(
             tasks = client.tasks(job_id)
             logs = {t.id: client.task_log(t.id, 5000) for t in tasks}
             events = client.events(job_id)
+            workers = client.farm().workers
     assert job.state == JobState.SUCCEEDED, job.error
+    # Each killed pool process was replaced in the same pool slot: one worker row, online, not a
+    # ghost offline row per dead process.
+    assert [(w.name, w.online) for w in workers] == [("w1@localhost:0", True)], workers
     output = Path(job.output_dir)
     files = sorted(output.glob("*.exr"))
     assert [f.name for f in files] == [f"sh040_roto_v001.{n}.exr" for n in range(1001, 1025)]

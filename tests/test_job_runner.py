@@ -162,12 +162,14 @@ def test_a_draining_worker_hands_its_task_back_and_the_next_one_resumes(
     import workers.pipeline.export as export_module
 
     job_id = submit(settings, shot, farm_root)
-    first = build_worker(settings, register=False, name="w1@a:1", broker=False)
+    first = build_worker(settings, register=True, name="w1@a:1", broker=False)
     write = export_module.write_exr_atomic
 
     def write_then_drain(path, *args, **kwargs):
         write(path, *args, **kwargs)
-        first.pulse.stopping = True  # a warm shutdown arrives after the chunk's first frame
+        # a warm shutdown arrives after the chunk's first frame (Celery's signal marks the node)
+        first.stores.workers.stop_node("w1@a")
+        first.pulse.beat()
 
     monkeypatch.setattr(export_module, "write_exr_atomic", write_then_drain)
     try:

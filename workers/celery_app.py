@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from billiard.process import current_process
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 
@@ -17,6 +18,7 @@ from farm_config.celery_config import PROPAGATE_TASK, RUN_TASK, make_celery
 from farm_config.settings import get_settings
 from services.composition import build_worker, open_stores
 from services.farm.worker_node import FarmWorker
+from workers.runtime.worker import worker_name
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,10 @@ class WorkerProcess:
     @classmethod
     def get(cls) -> FarmWorker:
         if cls.current is None:
-            cls.current = build_worker(get_settings())
+            settings = get_settings()
+            # the pool slot (billiard's child index) survives recycling: a replaced child is the same worker
+            slot = getattr(current_process(), "index", None)
+            cls.current = build_worker(settings, name=worker_name(settings, slot))
         return cls.current
 
 

@@ -86,6 +86,9 @@ JobId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-
 TaskId = Annotated[int, Path(ge=1, le=INT32, description="A task id.")]
 FrameNumber = Annotated[int, Path(ge=-INT32, le=INT32, description="A plate frame number.")]
 Offset = Annotated[int, Query(ge=0, le=INT32)]
+WorkerName = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$", description="A worker.")
+]
 Name = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 

@@ -209,6 +209,16 @@ def drain(worker: str) -> None:
 
 
 @click.command()
+@click.argument("worker")
+@farm_errors
+def undrain(worker: str) -> None:
+    """Admins: a drained worker takes work again."""
+    with client() as farm:
+        info = farm.undrain(worker)
+    console.print(f"{info.name}: {info.state}")
+
+
+@click.command()
 def dispatcher() -> None:
     """Run the dispatcher/reconciler loop on its own (when the API runs with MATTEFARM_DISPATCHER=false)."""
     from services.composition import build_dispatcher_loops  # the farm's wiring loads only for this command

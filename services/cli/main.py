@@ -28,6 +28,7 @@ for command in (
     control.log,
     control.workers,
     control.drain,
+    control.undrain,
     control.dispatcher,
     farm.up,
     farm.api,

@@ -22,6 +22,7 @@ from services.errors import QueueUnavailable
 from services.farm.closing import after_job_closed
 from services.scheduling.dispatch import QueueNames, plan_dispatch
 from services.store import JobStore
+from services.store.farm_history import FarmHistoryStore
 from services.store.refine_tasks import RefineTasks
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -44,6 +45,7 @@ class Dispatcher:
     name: str = "dispatcher"
     refine_tasks: RefineTasks | None = None
     jobs: JobStore | None = None  # to mark the version folder of a job a dead worker's task closed
+    history: FarmHistoryStore | None = None  # samples the farm's load for the monitors' history
 
     def tick(self) -> None:
         self.reconcile()
@@ -80,6 +82,15 @@ class Dispatcher:
         gone = self.workers.mark_stale_offline()
         if gone:
             log.warning("worker(s) stopped heartbeating: %s", ", ".join(gone))
+        if self.history is not None:
+            self.history.sample(self.settings.history_sample_s)
+        forgotten = self.workers.forget_offline(self.settings.worker_forget_after_s)
+        if forgotten:
+            log.info(
+                "worker(s) offline for over %.0fs, dropped from the list: %s",
+                self.settings.worker_forget_after_s,
+                ", ".join(forgotten),
+            )
         hosts = {w.name: w.host for w in self.workers.all()}
         for task_id, job_id, worker in self.tasks.stale_running(self.settings.heartbeat_timeout_s):
             closed = self.tasks.fail(  # a job this closes owes its webhook in the outbox; the sender posts it

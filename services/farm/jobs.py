@@ -27,6 +27,7 @@ from schemas.task import (
     ControlAction,
     ControlRequest,
     ControlResult,
+    HostBlock,
     TaskLog,
     TaskStatus,
     require_reason,
@@ -180,11 +181,7 @@ class JobService:
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")
             raise InvalidSpec.on_field(field, message) from None
-        owner = self.store.owner(job_id)
-        if owner is None:
-            raise JobNotFound(f"no job {job_id!r}")
-        if owner != grant.user and not grant.is_admin:
-            raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may {action} it")
+        self._may_control(job_id, grant, str(action))
         if action == ControlAction.PRIORITY:
             check_priority(request.priority or 0, grant)
         result, closed = self.tasks.control(
@@ -194,6 +191,24 @@ class JobService:
             after_job_closed(self.store, job_id)
         self.kick(job_closed=closed)
         return result
+
+    def blocklist(self, job_id: str) -> list[HostBlock]:
+        self.get(job_id)
+        return self.tasks.blocklist(job_id)
+
+    def clear_blocklist(self, job_id: str, grant: TokenGrant, reason: str | None) -> list[HostBlock]:
+        """The owner or an admin forgets the hosts' failures on the job (the node was fixed)."""
+        self._may_control(job_id, grant, "clear the block-list of")
+        self.tasks.clear_blocklist(job_id, grant.user, reason)
+        self.kick()
+        return self.tasks.blocklist(job_id)
+
+    def _may_control(self, job_id: str, grant: TokenGrant, what: str) -> None:
+        owner = self.store.owner(job_id)
+        if owner is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        if owner != grant.user and not grant.is_admin:
+            raise NotAllowed(f"job {job_id} belongs to {owner}; only its owner or an admin may {what} it")
 
     def control_task(
         self, task_id: int, action: ControlAction, grant: TokenGrant, request: ControlRequest

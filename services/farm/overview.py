@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from schemas import FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
-from services.errors import JobNotFound
+from schemas import FarmHistory, FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
+from services.errors import JobNotFound, WrongState
 from services.scheduling.dispatch import FreeWorker, QueueNames, why_unplaceable
+from services.store.farm_history import FarmHistoryStore
 from services.store.tables import utcnow
 from services.store.task_store import TaskStore
 from services.store.worker_registry import WorkerRegistry
@@ -22,8 +23,17 @@ class FarmService:
         workers: WorkerRegistry,
         depth: Callable[[list[str]], dict[str, int]] | None,
         names: QueueNames | None = None,
+        history: FarmHistoryStore | None = None,
     ) -> None:
         self.tasks, self.workers, self.depth, self.names = tasks, workers, depth, names or QueueNames()
+        self.history_store = history
+
+    def history(self, hours: float, bucket_s: int | None = None) -> FarmHistory:
+        """Jobs finished, frames delivered, failures by reason and queue depth, in about 60 buckets."""
+        if self.history_store is None:
+            raise LookupError("this farm service has no history store")
+        bucket = bucket_s or max(60, round(hours * 3600 / 60 / 60) * 60)
+        return self.history_store.history(hours, bucket)
 
     def unplaceable(self, workers: list[WorkerInfo]) -> list[Unplaceable]:
         """Each job's first waiting task that no online worker could take, with the reason."""
@@ -74,4 +84,13 @@ class FarmService:
         """Ask a worker to hand back its task between frames and take no more."""
         self.worker(name)
         self.workers.set_state(name, WorkerState.STOPPING)
+        return self.worker(name)
+
+    def undrain(self, name: str) -> WorkerInfo:
+        """A drained worker takes work again (its next heartbeat sees it); an unhealthy one stays
+        out until restarted with working models."""
+        worker = self.worker(name)
+        if worker.state == WorkerState.UNHEALTHY:
+            raise WrongState(f"worker {name} is unhealthy ({worker.problem}); restart it once its models load")
+        self.workers.set_state(name, WorkerState.ONLINE)
         return self.worker(name)

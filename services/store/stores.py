@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.store.api_tokens import ApiTokens
 from services.store.db import Database
+from services.store.farm_history import FarmHistoryStore
 from services.store.outbox import WebhookOutbox
 from services.store.refine_edits import RefineEdits
 from services.store.refine_tasks import RefineTasks
@@ -25,6 +26,7 @@ class FarmStores:
     refine_edits: RefineEdits
     refine_tasks: RefineTasks
     tokens: ApiTokens
+    history: FarmHistoryStore
 
     def close(self) -> None:
         self.db.dispose()

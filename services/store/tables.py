@@ -268,3 +268,29 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TaskFailureRow(Base):
+    """One failed attempt, kept for the monitors' failure counts by reason and their history."""
+
+    __tablename__ = "task_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(16))
+    failure: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class FarmSampleRow(Base):
+    """The farm's load, sampled by the dispatcher about once a minute: the queue-depth history."""
+
+    __tablename__ = "farm_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    tasks_waiting: Mapped[int] = mapped_column(Integer)  # ready or queued, not started
+    tasks_running: Mapped[int] = mapped_column(Integer)
+    workers_online: Mapped[int] = mapped_column(Integer)

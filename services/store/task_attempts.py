@@ -14,7 +14,7 @@ from schemas.task import FailureClass, TaskState
 from services.scheduling.retry import RetryPolicy, after_failure
 from services.store.db import Database, rows_changed
 from services.store.job_refresh import refresh_job, stage_progress, stop_others
-from services.store.tables import BlockRow, JobRow, TaskRow, utcnow
+from services.store.tables import BlockRow, JobRow, TaskFailureRow, TaskRow, utcnow
 from services.store.task_rows import Claimed, Closed, label, lock_job, locked_task, move, new_event, task_status
 
 
@@ -135,6 +135,7 @@ class TaskAttempts:
         if outcome.lighter:
             values["lighter"] = task.lighter + 1
         move(task, outcome.state, **values)
+        s.add(TaskFailureRow(task_id=task.id, job_id=job.id, stage=task.stage, failure=failure, host=host, at=now))
         kind = {TaskState.DEAD: EventKind.TASK_DEAD, TaskState.WAITING: EventKind.REQUEUED}.get(
             outcome.state, EventKind.TASK_FAILED
         )

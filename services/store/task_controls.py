@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas import EventKind, StageName
-from schemas.task import ControlAction, ControlResult, TaskState
+from schemas.task import ControlAction, ControlResult, HostBlock, TaskState
 from services.store.db import Database
 from services.store.job_refresh import refresh_job
 from services.store.tables import BlockRow, JobRow, TaskRow, utcnow
@@ -110,6 +110,26 @@ ACTIONS: dict[ControlAction, Callable[[Target], int]] = {
 
 class TaskControls:
     db: Database
+
+    def blocklist(self, job_id: str) -> list[HostBlock]:
+        with self.db.session() as s:
+            rows = s.scalars(select(BlockRow).where(BlockRow.job_id == job_id).order_by(BlockRow.host))
+            return [HostBlock(host=r.host, failures=r.failures, blocked=r.blocked) for r in rows]
+
+    def clear_blocklist(self, job_id: str, actor: str, reason: str | None = None) -> list[str]:
+        """Forget every host's failures on the job (a fixed node may take its tasks again);
+        returns the hosts that were blocked. Recorded in the job's events."""
+        with self.db.session() as s:
+            lock_job(s, job_id)
+            rows = list(s.scalars(select(BlockRow).where(BlockRow.job_id == job_id)))
+            blocked = sorted(r.host for r in rows if r.blocked)
+            for row in rows:
+                s.delete(row)
+            if rows:
+                why = f": {reason}" if reason else ""
+                hosts = ", ".join(blocked) or "none blocked yet"
+                s.add(new_event(job_id, EventKind.UNBLOCKED, actor, f"block-list cleared ({hosts}){why}"))
+            return blocked
 
     def control(
         self,

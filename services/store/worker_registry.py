@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from schemas import WorkerInfo, WorkerState
 from services.scheduling.dispatch import FreeWorker
@@ -100,6 +100,17 @@ class WorkerRegistry:
                     .where(WorkerRow.name.in_(names))
                     .values(state=WorkerState.OFFLINE, current_task=None)
                 )
+            return names
+
+    def forget_offline(self, older_than_s: float) -> list[str]:
+        """Drop workers offline for longer than ``older_than_s`` (a node taken out of the farm):
+        no permanent ghost rows, no ``worker_up 0`` series forever."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self.db.session() as s:
+            gone = select(WorkerRow.name).where(WorkerRow.state == WorkerState.OFFLINE, WorkerRow.heartbeat_at < cutoff)
+            names = list(s.scalars(gone))
+            if names:
+                s.execute(delete(WorkerRow).where(WorkerRow.name.in_(names)))
             return names
 
     def free(self) -> list[FreeWorker]:

@@ -81,8 +81,8 @@ class WorkerPulse:
             gpu_memory_used_mb=gpu.used_mb(),
             models=self.models(),
         )
-        if state == WorkerState.STOPPING:
-            self.stopping = True
+        # an operator's drain (or a warm shutdown) holds while the row says so; an undrain lifts it
+        self.stopping = state == WorkerState.STOPPING
 
     def _run(self) -> None:
         while not self._quit.wait(self.every_s):

@@ -36,10 +36,12 @@ task_log.setLevel(logging.INFO)  # the task log keeps INFO whatever the process'
 UNHEALTHY_BACKOFF_S = 2.0
 
 
-def worker_name(settings: Settings) -> str:
-    """Unique per process: the Celery node (``MATTEFARM_WORKER_NODE``), then the pid."""
+def worker_name(settings: Settings, slot: int | None = None) -> str:
+    """The Celery node (``MATTEFARM_WORKER_NODE``), then its pool slot: the same name when Celery
+    recycles the child or the node restarts, so the worker list keeps one row per slot, not one
+    per process that ever ran. Without a slot (a process outside Celery), the pid."""
     node = settings.worker_node or f"worker@{socket.gethostname()}"
-    return f"{node}:{os.getpid()}"
+    return f"{node}:{slot if slot is not None else os.getpid()}"
 
 
 @dataclass

@@ -6,7 +6,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from schemas import StageName
-from schemas.task import BulkControlRequest, BulkControlResult, ControlAction, ControlRequest, ControlResult
+from schemas.task import (
+    BulkControlRequest,
+    BulkControlResult,
+    ControlAction,
+    ControlRequest,
+    ControlResult,
+    HostBlock,
+)  # fmt: skip
 from services.api.deps import JobId, ServiceDep, TaskId, UserDep, known_query_only
 from services.api.routes.jobs import ERRORS
 
@@ -48,3 +55,17 @@ def control_task(
 ) -> ControlResult:
     """A control on one task."""
     return jobs.control_task(task_id, action, user, request or ControlRequest())
+
+
+@router.get("/jobs/{job_id}/blocklist", responses=ERRORS)
+def job_blocklist(job_id: JobId, jobs: ServiceDep, _: UserDep) -> list[HostBlock]:
+    """Hosts that failed the job's tasks, and which of them get none of its tasks any more."""
+    return jobs.blocklist(job_id)
+
+
+@router.delete("/jobs/{job_id}/blocklist", responses=ERRORS)
+def clear_job_blocklist(
+    job_id: JobId, jobs: ServiceDep, user: UserDep, request: ControlRequest | None = None
+) -> list[HostBlock]:
+    """Owner or admin: forget every host's failures on the job (a fixed node takes its tasks again)."""
+    return jobs.clear_blocklist(job_id, user, (request or ControlRequest()).reason)
