@@ -331,6 +331,9 @@ class JobPage(BaseModel):
     total: int
     offset: int
     limit: int
+    states: dict[str, int] = Field(
+        default_factory=dict, description="Jobs by state under the other filters (the state filter left out)."
+    )
 
 
 class SubmitResponse(BaseModel):

@@ -197,6 +197,8 @@ def test_the_job_list_filters_sorts_and_pages_on_the_farm(
         found = client.jobs(q="BOX")  # prompt text, case-insensitive
         assert {j.id for j in found.items} == {made[1], made[3]} and found.total == 2
         assert client.jobs(q="alpha").total == 2  # show
+        only_failed = client.jobs(state="failed")
+        assert only_failed.total == 0 and sum(only_failed.states.values()) == 4  # counts ignore the state filter
         assert client.jobs(id_prefix=made[2][:12]).items[0].id == made[2]
         page = client.jobs(limit=3, offset=3)
         assert page.total == 4 and len(page.items) == 1 and page.items[0].id == made[0]  # newest first

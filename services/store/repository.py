@@ -168,33 +168,13 @@ class JobStore:
 
     def page(self, where: JobFilter, offset: int, limit: int) -> JobPage:
         with self.db.session() as s:
-            query = select(JobRow)
+            by_state = self._filtered(select(JobRow.state, func.count()), where).group_by(JobRow.state)
+            states = {state: n for state, n in s.execute(by_state)}
+            query = self._filtered(select(JobRow), where)
             if isinstance(where.state, list):
                 query = query.where(JobRow.state.in_([str(state) for state in where.state]))
-            for column, value in (
-                (JobRow.state, where.state if not isinstance(where.state, list) else None),
-                (JobRow.show, where.show),
-                (JobRow.shot, where.shot),
-                (JobRow.user, where.user),
-            ):
-                if value is not None:
-                    query = query.where(column == value)
-            if where.id_prefix:
-                query = query.where(JobRow.id.startswith(where.id_prefix, autoescape=True))
-            if where.search:
-                needle = where.search.lower()
-                query = query.where(
-                    or_(
-                        *(
-                            func.lower(text_column).contains(needle, autoescape=True)
-                            for text_column in (JobRow.id, JobRow.show, JobRow.shot, JobRow.user, JobRow.prompt)
-                        )
-                    )
-                )
-            if where.since is not None:
-                query = query.where(JobRow.created_at >= where.since)
-            if where.until is not None:
-                query = query.where(JobRow.created_at < where.until)
+            elif where.state is not None:
+                query = query.where(JobRow.state == where.state)
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             key = SORT_COLUMNS[where.sort]
             order = key.desc().nulls_last() if where.descending else key.asc().nulls_last()
@@ -213,7 +193,25 @@ class JobStore:
                 ):
                     task_counts.setdefault(job_id, {})[state] = n
             items = [_summary(r, task_counts.get(r.id, {})) for r in rows]
-            return JobPage(items=items, total=total, offset=offset, limit=limit)
+            return JobPage(items=items, total=total, offset=offset, limit=limit, states=states)
+
+    @staticmethod
+    def _filtered(query: Any, where: JobFilter) -> Any:
+        """Every filter but the state one (the page counts jobs by state under the others)."""
+        for column, value in ((JobRow.show, where.show), (JobRow.shot, where.shot), (JobRow.user, where.user)):
+            if value is not None:
+                query = query.where(column == value)
+        if where.id_prefix:
+            query = query.where(JobRow.id.startswith(where.id_prefix, autoescape=True))
+        if where.search:
+            needle = where.search.lower()
+            columns = (JobRow.id, JobRow.show, JobRow.shot, JobRow.user, JobRow.prompt)
+            query = query.where(or_(*(func.lower(c).contains(needle, autoescape=True) for c in columns)))
+        if where.since is not None:
+            query = query.where(JobRow.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(JobRow.created_at < where.until)
+        return query
 
     def events(self, job_id: str) -> list[Event]:
         with self.db.session() as s:
