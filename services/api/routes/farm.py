@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 
 from schemas import FarmHistory, FarmOverview, WorkerInfo
 from schemas.refine import RefineProgress
@@ -22,6 +23,17 @@ def get_farm(request: Request) -> FarmService:
 
 
 FarmDep = Annotated[FarmService, Depends(get_farm)]
+
+
+class Me(BaseModel):
+    user: str
+    is_admin: bool
+
+
+@router.get("/me", responses=ERRORS)
+def me(user: UserDep) -> Me:
+    """Who this token acts as (the dashboard shows admins' controls only to admins)."""
+    return Me(user=user.user, is_admin=user.is_admin)
 
 
 @router.get("/farm", responses=ERRORS)
