@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         description="Embedded-mode state: SQLite database, local broker folders, the dev token.",
     )
     database_url: str = Field("", description="SQLAlchemy URL; empty = sqlite in data_dir.")
+    db_pool_size: int = Field(
+        20, ge=1, le=200, description="Database connections each process keeps (and as many again at peaks)."
+    )
     broker_url: str = Field(
         "", description="Celery broker URL (redis://...); empty = local filesystem broker in data_dir."
     )

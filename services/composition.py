@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
     """Every store over one database, migrated to head unless ``upgrade`` is False."""
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     if upgrade:
         db.upgrade()
     return FarmStores(
@@ -136,10 +136,13 @@ def build_api_farm(settings: Settings, broker: Broker | None = None) -> ApiFarm:
     webhooks = WebhookSender(stores.outbox, stores.jobs, "api", settings)
 
     def kick(*, job_closed: bool = False) -> None:
-        try:
-            dispatcher.dispatch()
-        except Exception:  # the loop tries again; a submit must not fail because of it
-            log.warning("dispatch after a request failed", exc_info=True)
+        if settings.dispatcher:  # this process runs the loop: it sends at once, on its own thread
+            dispatcher.wake()
+        else:  # the dispatcher runs elsewhere (`mattefarm dispatcher`): send now rather than wait for its tick
+            try:
+                dispatcher.dispatch()
+            except Exception:  # the loop tries again; a submit must not fail because of it
+                log.warning("dispatch after a request failed", exc_info=True)
         if job_closed:
             webhooks.wake()
 

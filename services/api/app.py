@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,6 +36,10 @@ def create_app(settings: Settings | None = None, queue: Broker | None = None) ->
         app.state.jobs, app.state.farm, app.state.broker = farm.jobs, farm.farm, farm.broker
         app.state.refine, app.state.tokens, app.state.review_links = farm.refine, farm.tokens, farm.review_links
         farm.start()
+        # What start-up made (modules, the ORM's and OCIO's tables: ~175k objects) lives as long as
+        # the process: keep it out of the collector, whose full passes over it paused every request
+        # ~50 ms (the API's p99); only what requests allocate is collected.
+        gc.freeze()
         try:
             yield
         finally:

@@ -333,12 +333,19 @@ def bench_io(
     "--output-root", "-o", required=True, help="Where the benchmark's jobs would write (their folders are made)."
 )
 @click.option("--cancel/--keep", default=True, show_default=True, help="Cancel the submitted jobs afterwards.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.1, 10000),
+    default=None,
+    help="Open loop: this many submissions a second across all clients (default: closed loop, as fast as answered).",
+)
 @farm_errors
-def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bool) -> None:
-    """Submit JOBS jobs from CLIENTS concurrent clients, read their status; API latency median and p99."""
+def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bool, rate: float | None) -> None:
+    """Submit JOBS jobs from CLIENTS concurrent clients, read their status, time the job list's
+    first and last pages: latency median and p99, throughput, how busy the machine was."""
     spec = {"plate": plate, "prompt": "person", "output_root": output_root, "show": "bench", "priority": 1}
     with console.status(f"{jobs_} submissions from {clients} clients…"):
-        report = run_load(api_url(), api_token(), spec, jobs_, clients)
+        report = run_load(api_url(), api_token(), spec, jobs_, clients, rate=rate)
     for line in report.lines():
         console.print(line)
     if cancel and report.job_ids:

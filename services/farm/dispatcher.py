@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from farm_config.settings import Settings
@@ -46,6 +47,7 @@ class Dispatcher:
     refine_tasks: RefineTasks | None = None
     jobs: JobStore | None = None  # to mark the version folder of a job a dead worker's task closed
     history: FarmHistoryStore | None = None  # samples the farm's load for the monitors' history
+    _wake: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def tick(self) -> None:
         self.reconcile()
@@ -148,12 +150,25 @@ class Dispatcher:
                 return  # stays queued; the next tick tries again
 
     def run(self, stop: threading.Event) -> None:
+        """Reconcile and dispatch every ``dispatch_every_s``; between ticks, :meth:`wake` sends
+        at once (many submissions in a burst wake it once: one dispatch, not one per request)."""
+        last_tick = 0.0
         while not stop.is_set():
             try:
-                self.tick()
+                if time.monotonic() - last_tick >= self.settings.dispatch_every_s:
+                    last_tick = time.monotonic()
+                    self.tick()
+                else:
+                    self.dispatch()
             except Exception:
                 log.exception("dispatcher tick failed; trying again")
-            stop.wait(self.settings.dispatch_every_s)
+            # short waits so a stop is seen within half a second; a wake ends the wait at once
+            self._wake.wait(min(0.5, max(0.0, last_tick + self.settings.dispatch_every_s - time.monotonic())))
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Dispatch now on the loop's thread, not the caller's (a submit or a control returns at once)."""
+        self._wake.set()
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:
         stop = threading.Event()

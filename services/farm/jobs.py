@@ -34,14 +34,13 @@ from schemas.task import (
 )
 from services.errors import IdempotencyConflict, InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
 from services.farm.closing import after_job_closed
+from services.farm.versions import VersionFolders
 from services.farm.webhooks import webhook_target_problem
 from services.paths import confine, confine_existing
 from services.store import JobStore
 from services.store.repository import JobFilter, NewJob, SubmitKeyTaken
 from services.store.task_store import TaskStore
 from workers.io.plate import PlateDecoder, PlateError, PlateInfo, resolve_plate
-
-_VERSION_DIR = re.compile(r"^v(\d{3,})$")
 
 
 class Kick(Protocol):
@@ -59,6 +58,7 @@ class JobService:
     def __init__(self, settings: Settings, store: JobStore, tasks: TaskStore, kick: Kick = _no_kick) -> None:
         """``kick`` asks the dispatcher to send work now (after a submit or a control)."""
         self.settings, self.store, self.tasks, self.kick = settings, store, tasks, kick
+        self.versions = VersionFolders()
 
     def submit(self, spec: JobSpec, grant: TokenGrant, key: str | None = None) -> SubmitResponse:
         """Validate, reserve the version folder, store the job with its tasks. With ``key`` (the
@@ -278,17 +278,12 @@ class JobService:
             roto_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InvalidSpec.on_field("output_root", f"can't create {roto_dir} ({exc.strerror})") from None
-        existing = [int(m.group(1)) for p in roto_dir.iterdir() if (m := _VERSION_DIR.match(p.name))]
-        version = max([*existing, self.store.next_version(str(roto_dir) + os.sep)]) + 1
-        while True:
-            version_dir = roto_dir / f"v{version:03d}"
-            try:
-                version_dir.mkdir()
-                return version, version_dir
-            except FileExistsError:
-                version += 1
-            except OSError as exc:
-                raise PathNotAllowed.on_field("output_root", f"can't create {version_dir} ({exc.strerror})") from None
+        try:
+            return self.versions.make(roto_dir, self.store.next_version(str(roto_dir) + os.sep))
+        except OSError as exc:
+            raise PathNotAllowed.on_field(
+                "output_root", f"can't create a version folder in {roto_dir} ({exc.strerror})"
+            ) from None
 
 
 RUSH_PRIORITY = 90  # above this, a job jumps every queue: farm admins only

@@ -56,6 +56,7 @@ class JobFilter:
 
 
 # The job list's sort keys → columns (the id breaks ties, so pages never overlap or skip).
+NOT_NULL_SORTS = {"created", "priority", "state", "user", "shot"}
 SORT_COLUMNS: dict[str, Any] = {
     "created": JobRow.created_at,
     "priority": JobRow.priority,
@@ -177,7 +178,10 @@ class JobStore:
                 query = query.where(JobRow.state == where.state)
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             key = SORT_COLUMNS[where.sort]
-            order = key.desc().nulls_last() if where.descending else key.asc().nulls_last()
+            if where.sort in NOT_NULL_SORTS:  # a plain ORDER BY can walk the column's index
+                order = key.desc() if where.descending else key.asc()
+            else:
+                order = key.desc().nulls_last() if where.descending else key.asc().nulls_last()
             rows = s.scalars(
                 query.options(selectinload(JobRow.stages))
                 .order_by(order, JobRow.id.desc() if where.descending else JobRow.id)
@@ -224,9 +228,10 @@ class JobStore:
     def next_version(self, output_dir_prefix: str) -> int:
         """Highest version recorded for a shot's roto folder (0 when none)."""
         with self.db.session() as s:
-            query = select(JobRow.version).where(JobRow.output_dir.startswith(output_dir_prefix, autoescape=True))
-            rows = s.scalars(query).all()
-            return max(rows, default=0)
+            query = select(func.max(JobRow.version)).where(
+                JobRow.output_dir.startswith(output_dir_prefix, autoescape=True)
+            )
+            return s.scalar(query) or 0
 
     def add_counters(self, job_id: str, counters: dict[str, int]) -> None:
         """Add one task's model calls and work to the job's totals."""
