@@ -350,7 +350,12 @@ def bench_api(plate: str, jobs_: int, clients: int, output_root: str, cancel: bo
         console.print(line)
     if cancel and report.job_ids:
         with client() as farm:
-            results = farm.bulk(report.job_ids, "cancel", reason="bench-api cleanup").results
+            ids = report.job_ids + report.warmup_ids
+            results = [
+                r
+                for at in range(0, len(ids), 1000)
+                for r in farm.bulk(ids[at : at + 1000], "cancel", reason="bench-api cleanup").results
+            ]
         console.print(f"canceled {sum(r.ok for r in results)} benchmark job(s)")
     if report.submit.errors or len(report.job_ids) != jobs_:
         err.print(f"[red]{len(report.submit.errors)} submission(s) failed: {report.submit.errors[:3]}[/]")
