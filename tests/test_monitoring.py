@@ -32,10 +32,13 @@ def test_history_counts_jobs_frames_failures_and_queue_depth(settings: Settings,
         worker.close()
     with TestClient(create_app(settings, queue=RecordingQueue())) as api:
         history = api.get("/farm/history", params={"hours": 1}, headers=auth()).json()
+        metrics = api.get("/metrics", headers=auth()).text
     assert history["bucket_s"] == 60 and len(history["buckets"]) == 60
     assert sum(b["jobs_succeeded"] for b in history["buckets"]) >= 1
     assert sum(b["frames_delivered"] for b in history["buckets"]) == 8  # the finished job's plate frames
     assert history["failures_total"] == {"out_of_memory": 3}  # each segment chunk once, then lighter
+    assert 'mattefarm_task_failures_last_hour{reason="out_of_memory"} 3.0' in metrics
+    assert 'mattefarm_task_failures_last_hour{reason="fatal"} 0.0' in metrics
     depth = [b["tasks_waiting"] for b in history["buckets"] if b["tasks_waiting"] is not None]
     assert depth and depth[-1] >= 1
     assert waiting

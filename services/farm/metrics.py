@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from schemas import STAGE_ORDER, JobState, StageState
 from schemas.refine import PropagationState
-from schemas.task import TaskState
+from schemas.task import FailureClass, TaskState
 from services.farm.overview import FarmService
 from services.scheduling.plan import is_gpu_stage
 from services.store import JobStore
@@ -125,6 +125,13 @@ class FarmCollector(Collector):
         yield worker_up
         yield busy
         yield gpu_used
+        failures = GaugeMetricFamily(
+            "mattefarm_task_failures_last_hour", "Failed task attempts in the last hour, by reason.", labels=["reason"]
+        )
+        last_hour = self.farm.failures_last_hour()
+        for reason in FailureClass:
+            failures.add_metric([reason.value], last_hour.get(reason.value, 0))
+        yield failures
 
         yield _histogram(
             "mattefarm_job_wait_seconds", "Submission to a worker starting, recent jobs.", snap.waits, WAIT_BUCKETS, {}

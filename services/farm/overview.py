@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from schemas import FarmHistory, FarmOverview, QueueInfo, Unplaceable, WorkerInfo, WorkerState
 from services.errors import JobNotFound, WrongState
@@ -27,6 +28,11 @@ class FarmService:
     ) -> None:
         self.tasks, self.workers, self.depth, self.names = tasks, workers, depth, names or QueueNames()
         self.history_store = history
+
+    def failures_last_hour(self) -> dict[str, int]:
+        if self.history_store is None:
+            return {}
+        return self.history_store.failures_since(utcnow() - timedelta(hours=1))
 
     def history(self, hours: float, bucket_s: int | None = None) -> FarmHistory:
         """Jobs finished, frames delivered, failures by reason and queue depth, in about 60 buckets."""

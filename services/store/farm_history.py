@@ -50,6 +50,16 @@ class FarmHistoryStore:
             s.execute(delete(TaskFailureRow).where(TaskFailureRow.at < now - KEEP))
             return True
 
+    def failures_since(self, since: datetime) -> dict[str, int]:
+        """Failed attempts by reason since ``since`` (for /metrics)."""
+        with self.db.session() as s:
+            query = (
+                select(TaskFailureRow.failure, func.count())
+                .where(TaskFailureRow.at >= since)
+                .group_by(TaskFailureRow.failure)
+            )
+            return {reason: n for reason, n in s.execute(query)}
+
     def history(self, hours: float, bucket_s: int, now: datetime | None = None) -> FarmHistory:
         now = now or utcnow()
         since = now - timedelta(hours=hours)
