@@ -120,7 +120,10 @@ def _print(report: dict[str, Any], shots: int, frames: int, budget: int, first_s
             "propagate s/frame",
             title=f"{clicks['objects_needing_fixes']} objects needed fixing; click ratio (propagate / frame-only) "
             f"{_ratio(clicks['ratio_at_095'])} at J ≥ 0.95 ({clicks['objects_both_reached_095']} objects both "
-            f"got there), {_ratio(clicks['ratio_at_common_j'])} at the common J (all objects)",
+            f"got there: {clicks['objects_structural']} with structural errors "
+            f"{_ratio(clicks['ratio_at_095_structural'])}, "
+            f"{clicks['objects_edges']} with only edge errors {_ratio(clicks['ratio_at_095_edges'])}), "
+            f"{_ratio(clicks['ratio_at_common_j'])} at the common J (all objects)",
         )  # fmt: skip
         for mode in ("propagate", "frame-only"):
             c = clicks[mode]
