@@ -49,6 +49,23 @@ def test_perfect_layers_score_one(tmp_path: Path) -> None:
     assert score.late_recall is None
 
 
+def test_cryptomatte_planes_are_not_layers(tmp_path: Path) -> None:
+    truth = [truth_frame(2 + i, 20 - i) for i in range(4)]
+    layers = [{"ball_01": t == 1, "car_01": t == 2, "CryptoObject00": t > 0, "CryptoObject01": t == 0} for t in truth]
+    score = evaluate(*write_case(tmp_path, truth, layers))
+    assert (score.layers, score.false_layers, score.fragments) == (2, 0, 0)
+
+
+def test_objects_the_prompt_did_not_ask_for_are_not_misses(tmp_path: Path) -> None:
+    truth = [truth_frame(2 + i, 20 - i) for i in range(4)]
+    out, truth_dir = write_case(tmp_path, truth, [{"ball_01": t == 1} for t in truth])
+    assert evaluate(out, truth_dir).j == pytest.approx(0.5)  # no prompt known: the car counts, J 0
+    assert evaluate(out, truth_dir, ["ball"]).j == pytest.approx(1.0)
+    (out / "s_roto_v001.json").write_text(json.dumps({"prompt": "Ball"}))  # the version's manifest
+    score = evaluate(out, truth_dir)
+    assert score.j == pytest.approx(1.0) and score.objects == 1
+
+
 def test_a_layer_handover_is_one_switch_and_one_fragment(tmp_path: Path) -> None:
     truth = [truth_frame(2 + i, 20) for i in range(6)]
     layers = [{"ball_01" if i < 3 else "ball_02": t == 1, "car_01": t == 2} for i, t in enumerate(truth)]

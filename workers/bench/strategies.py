@@ -80,8 +80,10 @@ def compare(
             out.mkdir(parents=True)
             models = build_synthetic()
             started = time.monotonic()
-            counters = run_shot(str(plate), ["ball", "box", "car"], PipelineOptions(strategy=strategy), models, out)
-            results.append(RunResult(name, strategy, evaluate(out, truth), time.monotonic() - started, counters))
+            classes = ["ball", "box", "car"]
+            counters = run_shot(str(plate), classes, PipelineOptions(strategy=strategy), models, out)
+            score = evaluate(out, truth, classes)
+            results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
             if progress:
                 progress(f"{name} {strategy.value}")
     return results

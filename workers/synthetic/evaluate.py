@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas import split_prompt
 from workers.core.masks import iou
+from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels
 from workers.synthetic.truth import read_truth_ids
 
@@ -54,22 +56,54 @@ def _numbered(folder: Path) -> dict[int, Path]:
     return found
 
 
+def matte_layers(channels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Layer name → its alpha, from a matte EXR's channels: every ``NAME.A`` but Cryptomatte's own
+    ranked planes (``CryptoObject00.A`` … hold id/coverage pairs, not a layer)."""
+    return {
+        name[:-2]: ch
+        for name, ch in channels.items()
+        if name.endswith(".A") and not name.startswith(cryptomatte.TYPENAME)
+    }
+
+
 def _frames(output: dict[int, Path], truth: dict[int, Path]) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
     for frame in sorted(output):
         channels, _ = read_exr_channels(output[frame])
-        mattes = {name[:-2]: ch.astype(np.float32) >= 0.5 for name, ch in channels.items() if name.endswith(".A")}
+        mattes = {name: alpha.astype(np.float32) >= 0.5 for name, alpha in matte_layers(channels).items()}
         yield frame, mattes, read_truth_ids(truth[frame])
 
 
-def evaluate(output_dir: Path, truth_dir: Path) -> Score:
+def prompted_objects(truth_dir: Path, classes: Iterable[str] | None) -> list[int]:
+    """The truth's objects the prompt asked for (all of them without a prompt): an object whose
+    label was not asked for is not a miss."""
+    wanted = {c.strip().lower() for c in classes} if classes is not None else None
+    objects = json.loads((truth_dir / "objects.json").read_text())["objects"]
+    return [int(o["id"]) for o in objects if wanted is None or str(o["label"]).lower() in wanted]
+
+
+def evaluate(output_dir: Path, truth_dir: Path, classes: Iterable[str] | None = None) -> Score:
+    """Score a version folder's mattes; ``classes``: the prompt's (objects of other labels are
+    left out), by default the prompt the folder's manifest records."""
     output, truth = _numbered(output_dir), _numbered(truth_dir)
     if not output:
         raise FileNotFoundError(f"no matte EXRs in {output_dir}")
     missing = sorted(set(output) - set(truth))
     if missing:
         raise FileNotFoundError(f"truth lacks frames {missing[:5]}… in {truth_dir}")
-    objects = [int(o["id"]) for o in json.loads((truth_dir / "objects.json").read_text())["objects"]]
-    return score_frames(lambda: _frames(output, truth), objects)
+    if classes is None:
+        classes = _manifest_classes(output_dir)
+    return score_frames(lambda: _frames(output, truth), prompted_objects(truth_dir, classes))
+
+
+def _manifest_classes(output_dir: Path) -> list[str] | None:
+    for manifest in sorted(output_dir.glob("*.json")):
+        try:
+            prompt = json.loads(manifest.read_text()).get("prompt")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(prompt, str):
+            return split_prompt(prompt)
+    return None
 
 
 Frames = Callable[[], Iterable[tuple[int, dict[str, np.ndarray], np.ndarray]]]
