@@ -131,3 +131,25 @@ def test_a_bad_ocio_config_names_the_field_at_submit(settings: Settings, shot: P
     with pytest.raises(InvalidSpec) as err:
         submit(broken, shot, farm_root, prompt="ball", output_root=str(farm_root / "o"))
     assert err.value.problems[0].field == "colourspace" and "ocio://no-such-config" in err.value.message
+
+
+def test_truth_at_working_resolution_is_area_downsampled() -> None:
+    from workers.synthetic.truth import ids_at
+
+    ids = np.zeros((2160, 4096), np.int32)
+    ids[1000:1100, 1001:1013] = 3  # a 12 px wide strand at 4K: 3 px at 1024, starting mid-pixel
+    ids[200:600, 2000:2400] = 5
+    small = ids_at(ids, (1024, 540))
+    for obj in (3, 5):
+        ys, xs = np.nonzero(small == obj)
+        ty, tx = np.nonzero(ids == obj)
+        # the centroid stays where the truth's is, within half a working pixel (2 px at 4K)
+        assert abs((xs.mean() + 0.5) * 4 - (tx.mean() + 0.5)) < 2.0
+        assert abs((ys.mean() + 0.5) * 4 - (ty.mean() + 0.5)) < 2.0
+        assert abs(len(xs) * 16 - len(tx)) <= 0.15 * len(tx)  # and its area
+    assert ids_at(ids, (4096, 2160)) is ids
+    import cv2
+
+    nearest = cv2.resize(ids, (1024, 540), interpolation=cv2.INTER_NEAREST)
+    xs = np.nonzero(nearest == 3)[1]
+    assert abs((xs.mean() + 0.5) * 4 - 1007.0) >= 2.0  # what nearest-neighbour did: 3 px off
