@@ -108,17 +108,23 @@ class SyntheticSegmenter:
         self.counters["mask_decoder_calls"] += len(boxes)
         time.sleep(self.delay_s)
         out = np.empty((len(boxes), h, w), np.float32)
+        areas = np.bincount(ids.ravel()) if boxes else np.zeros(1, np.int64)  # each object's pixels
         for n, det in enumerate(boxes):
             rng = _rng(self.noise, 2, frame.frame, n)
             x0, y0, x1, y1 = (round(v) for v in det.box)
             inside = ids[y0:y1, x0:x1]
             values, counts = np.unique(inside[inside > 0], return_counts=True)
             box_area = max(1, (x1 - x0) * (y1 - y0))
-            if len(values) and counts.max() >= 0.3 * box_area:
+            # The box is about an object when the object fills a fair share of it, or when most of
+            # the object lies in it (a thin diagonal strand fills little of its own box, and a real
+            # segmenter still returns the strand); the ellipse is for a box on nothing.
+            best = int(counts.argmax()) if len(values) else -1
+            whole = int(areas[values[best]]) if best >= 0 else 0
+            if best >= 0 and (counts[best] >= 0.3 * box_area or counts[best] >= 0.6 * whole):
                 gx, gy = 0.05 * (x1 - x0), 0.05 * (y1 - y0)  # box grown by 10 %
                 clip = np.zeros((h, w), bool)
                 clip[max(0, int(y0 - gy)) : int(y1 + gy) + 1, max(0, int(x0 - gx)) : int(x1 + gx) + 1] = True
-                mask = (ids == values[counts.argmax()]) & clip
+                mask = (ids == values[best]) & clip
             else:
                 mask = np.zeros((h, w), np.uint8)
                 centre = ((x0 + x1) // 2, (y0 + y1) // 2)
