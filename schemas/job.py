@@ -93,6 +93,13 @@ class PipelineOptions(BaseModel):
     )
     hysteresis: float = Field(0.1, ge=0.0, le=1.0, description="Quality margin to replace a cached mask.")
     max_empty_windows: int = Field(2, ge=0, description="Window starts a layer may miss before it ends.")
+    max_unsupported_windows: int = Field(
+        4,
+        ge=0,
+        le=1000,
+        description="Window starts in a row a layer may be carried by the tracker alone, with no detection "
+        "of its label behind it, before it goes dormant (a ghost layer ends).",
+    )
     min_detected_frames: int = Field(3, ge=0, description="Frames a detection must confirm a layer on.")
     min_layer_frames: int = Field(1, ge=1, description="Shortest layer kept, in frames.")
     keyframe_step: int = Field(20, ge=1, le=500, description="keyframe-greedy: frames between keyframes.")

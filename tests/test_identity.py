@@ -112,3 +112,26 @@ def test_finalize_drops_unconfirmed_layers_and_names_by_first_appearance() -> No
         first_seen={1: 5, 2: 0, 3: 1, 4: 0},
     )
     assert [(layer.id, layer.name) for layer in kept] == [(2, "ball_01"), (3, "car_01"), (1, "car_02")]
+
+
+def test_a_layer_no_detection_supports_goes_dormant_then_ends() -> None:
+    """A tracker that keeps returning a ghost mask (its own output, every window) does not keep
+    the layer alive: after max_unsupported_windows starts with no detection behind it, it is
+    dropped from the prompts, and it ends once dormant past max_empty_windows."""
+    book = IdentityBook(IdentityOptions(max_unsupported_windows=2, max_empty_windows=1))
+    ghost, real = disc(15, 15), disc(60, 40)
+    first = book.window_prompts([FrameMask("ball", ghost, 0.9), FrameMask("ball", real, 0.9)], {})
+    ghost_id, real_id = sorted(first)
+    cached = {ghost_id: ghost, real_id: real}
+    alive = []
+    for _ in range(6):  # the detector sees only the real ball; the tracker keeps both masks
+        prompts = book.window_prompts([FrameMask("ball", real, 0.9)], cached)
+        alive.append(ghost_id in prompts)
+        assert real_id in prompts
+    assert alive == [True, True, False, False, False, False]
+    assert book.layers[ghost_id].ended
+    # a missed detection now and then does not end a real layer: one detection resets the count
+    book2 = IdentityBook(IdentityOptions(max_unsupported_windows=2))
+    (lid,) = book2.window_prompts([FrameMask("car", real, 0.9)], {})
+    for detected in (False, False, True, False, False, True):
+        assert lid in book2.window_prompts([FrameMask("car", real, 0.9)] if detected else [], {lid: real})

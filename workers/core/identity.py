@@ -12,7 +12,11 @@ window's prompts:
   detector's label can be wrong): the younger is merged into the older (``aliases``), and the track
   stage folds its frames in;
 - a layer missing from a window start is dormant; after ``max_empty_windows`` such starts in a row
-  it ends for the rest of the pass.
+  it ends for the rest of the pass;
+- a layer carried only by its own cached masks — no detection of its label overlapping it at
+  ``revive_iou`` — for ``max_unsupported_windows`` window starts in a row is dropped from the
+  prompts (dormant, then ended as above, unless a detection revives it): a tracker can keep a
+  ghost alive on its own output (SAM2 too), and without this it re-prompted itself forever.
 Tracked results replace a cached mask only when their quality (IoU with that frame's detections)
 beats it by ``hysteresis``. Pure numpy: no models, no files.
 """
@@ -36,6 +40,7 @@ class IdentityOptions:
     duplicate_iou: float = 0.7
     hysteresis: float = 0.1
     max_empty_windows: int = 2
+    max_unsupported_windows: int = 4
     min_detected_frames: int = 3  # frames where a detection confirms the layer (quality ≥ 0.5)
     min_layer_frames: int = 1
 
@@ -46,6 +51,7 @@ class LayerRecord:
     label: str
     last_mask: np.ndarray | None = field(default=None, repr=False)
     empty_windows: int = 0
+    unsupported_windows: int = 0  # window starts in a row with no detection behind it
     ended: bool = False
     merged_into: int | None = None
     name: str = ""
@@ -61,6 +67,7 @@ class IdentityBook:
         """A new direction: every layer not merged away may be carried again."""
         for layer in self.layers.values():
             layer.empty_windows, layer.ended = 0, layer.merged_into is not None
+            layer.unsupported_windows = 0
 
     def root(self, layer_id: int) -> int:
         while layer_id in self.aliases:
@@ -91,6 +98,7 @@ class IdentityBook:
             ),
             key=lambda p: -p[0],
         )
+        supported = {lid for score, _, lid in pairs if score >= opts.revive_iou}
         matched: dict[int, int] = {}
         for score, i, lid in pairs:
             if score < opts.match_iou:
@@ -98,13 +106,20 @@ class IdentityBook:
             if i not in matched and lid not in matched.values():
                 matched[i] = lid
                 prompts[lid] = detections[i].mask
+        for lid in list(prompts):
+            layer = self.layers[lid]
+            layer.unsupported_windows = 0 if lid in supported else layer.unsupported_windows + 1
+            if layer.unsupported_windows > opts.max_unsupported_windows:
+                del prompts[lid]  # a ghost of the tracker's own making: dormant from here
         for i, det in enumerate(detections):
             if i in matched or not det.mask.any():
                 continue
             if _covered_fraction(det.mask, prompts.values()) >= opts.new_layer_max_cover:
                 continue
             revived = self._dormant_match(det, recent or {}, exclude=prompts.keys())
-            prompts[revived if revived is not None else self.new_layer(det.label, det.mask)] = det.mask
+            lid = revived if revived is not None else self.new_layer(det.label, det.mask)
+            prompts[lid] = det.mask
+            self.layers[lid].unsupported_windows = 0  # a detection brought it (back)
         for lid, layer in self.layers.items():
             if lid in prompts:
                 layer.empty_windows, layer.last_mask, layer.ended = 0, prompts[lid], False

@@ -48,6 +48,7 @@ def identity_options(options: PipelineOptions) -> IdentityOptions:
         new_layer_max_cover=options.new_layer_max_cover,
         hysteresis=options.hysteresis,
         max_empty_windows=options.max_empty_windows,
+        max_unsupported_windows=options.max_unsupported_windows,
         min_detected_frames=options.min_detected_frames,
         min_layer_frames=options.min_layer_frames,
     )
