@@ -27,3 +27,20 @@ def test_farm_beats_keyframe_greedy_and_per_frame(tmp_path: Path) -> None:
     # every frame is read, detected and segmented once by farm; tracking runs both ways
     assert farm.counters["detector_calls"] == 60 and farm.counters["tracking_steps"] > 2 * 60
     assert greedy.counters["detector_calls"] == 3  # keyframes 0, 20, 40
+
+
+def test_compare_runs_every_shot_under_several_noise_seeds(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    args = ["compare", "--dir", str(tmp_path), "--shots", "1", "--frames", "20", "--noise-seeds", "2", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["noise_seeds"] == 2 and {r["strategy"] for r in report["rows"]} == {s.value for s in Strategy}
+    farm = next(r for r in report["rows"] if r["strategy"] == "farm")
+    assert farm["worst_shot"] in ("synth010/n0", "synth010/n1") and farm["min_j"] <= farm["mean_j"]
+    assert (tmp_path / "renders" / "farm" / "synth010" / "n1").is_dir()

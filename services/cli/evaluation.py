@@ -76,15 +76,23 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
 @click.option("--shots", type=click.IntRange(1, 100), default=8, show_default=True)
 @click.option("--frames", type=click.IntRange(20, 2000), default=60, show_default=True)
 @click.option("--objects", type=click.IntRange(3, 12), default=4, show_default=True)
+@click.option("--first-seed", type=click.IntRange(0), default=100, show_default=True, help="Shot seeds from here.")
+@click.option(
+    "--noise-seeds", type=click.IntRange(1, 100), default=1, show_default=True, help="Noise draws per shot (0…N-1)."
+)
 @click.option("--json", "as_json", is_flag=True)
-def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool) -> None:
-    """Run every strategy on a suite of synthetic shots and print one table (synthetic backend)."""
+def compare(
+    workdir: Path, shots: int, frames: int, objects: int, first_seed: int, noise_seeds: int, as_json: bool
+) -> None:
+    """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
+    one table: mean and worst shot (synthetic backend)."""
     from workers.bench.strategies import compare as run_compare
 
     with console.status("running…") as status:
         results = run_compare(
-            workdir, shots=shots, frames=frames, objects=objects, progress=lambda what: status.update(f"done: {what}")
-        )
+            workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
+            progress=lambda what: status.update(f"done: {what}"),
+        )  # fmt: skip
     rows: list[dict[str, Any]] = []
     for strategy in Strategy:
         mine = [r for r in results if r.strategy == strategy]
@@ -94,6 +102,10 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
                 "strategy": strategy.value,
                 "mean_j": statistics.mean(r.score.j for r in mine),
                 "min_j": min(r.score.j for r in mine),
+                "worst_shot": min(mine, key=lambda r: r.score.j).shot,
+                "shots_with_switches_or_false_layers": sum(
+                    1 for r in mine if r.score.id_switches or r.score.false_layers
+                ),
                 "id_switches": sum(r.score.id_switches for r in mine),
                 "fragments": sum(r.score.fragments for r in mine),
                 "false_layers": sum(r.score.false_layers for r in mine),
@@ -105,19 +117,23 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
             }
         )
     if as_json:
-        console.print_json(json.dumps({"shots": shots, "frames": frames, "rows": rows}))
+        summary = {"shots": shots, "frames": frames, "first_seed": first_seed, "noise_seeds": noise_seeds}
+        console.print_json(json.dumps(summary | {"rows": rows}))
         return
     table = Table(
         "strategy",
         "mean J",
-        "min J",
+        "worst shot J",
+        "worst shot",
         "ID switches",
         "fragments",
         "false layers",
+        "shots with switches / false layers",
         "late recall",
         "seg. calls/frame",
         "seconds",
-        title=f"{shots} synthetic shots × {frames} frames, default noise",
+        title=f"{shots} synthetic shots (seeds {first_seed}…) × {noise_seeds} noise seed(s) × {frames} frames, "
+        "default noise",
     )
     for row in rows:
         late_text = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"
@@ -125,9 +141,11 @@ def compare(workdir: Path, shots: int, frames: int, objects: int, as_json: bool)
             row["strategy"],
             f"{row['mean_j']:.3f}",
             f"{row['min_j']:.3f}",
+            str(row["worst_shot"]),
             str(row["id_switches"]),
             str(row["fragments"]),
             str(row["false_layers"]),
+            f"{row['shots_with_switches_or_false_layers']}/{len(results) // len(rows)}",
             late_text,
             f"{row['encoder_passes_per_frame']:.2f}",
             f"{row['seconds']:.0f}",

@@ -3,6 +3,7 @@ them: the comparison behind ``mattefarm compare``."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from schemas import PipelineOptions, StageName, Strategy
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
+from workers.models.synthetic import SyntheticNoise
 from workers.pipeline.driver import analyse_shot
 from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
 from workers.synthetic.evaluate import Score, evaluate
@@ -67,23 +69,32 @@ def compare(
     frames: int = 60,
     objects: int = 4,
     strategies: tuple[Strategy, ...] = tuple(Strategy),
+    first_seed: int = 100,
+    noise_seeds: int = 1,
+    noise: SyntheticNoise | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
+    """Every strategy on ``shots`` shots (seeds from ``first_seed``), each under ``noise_seeds``
+    draws of the detector/segmenter/tracker noise (seeds 0…): one result per shot, noise seed and
+    strategy, named ``synthNN0/nK``."""
     results: list[RunResult] = []
+    base = noise or SyntheticNoise()
     for index in range(shots):
-        name = f"synth{index + 1:02d}0"
-        plate = write_shot(root / "shots", name, frames=frames, objects=objects, seed=100 + index)
+        shot = f"synth{index + 1:02d}0"
+        plate = write_shot(root / "shots", shot, frames=frames, objects=objects, seed=first_seed + index)
         truth = plate.parent.parent / "truth"
-        for strategy in strategies:
-            out = root / "renders" / strategy.value / name
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            models = build_synthetic()
-            started = time.monotonic()
-            classes = ["ball", "box", "car"]
-            counters = run_shot(str(plate), classes, PipelineOptions(strategy=strategy), models, out)
-            score = evaluate(out, truth, classes)
-            results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
-            if progress:
-                progress(f"{name} {strategy.value}")
+        for noise_seed in range(noise_seeds):
+            name = f"{shot}/n{noise_seed}"
+            for strategy in strategies:
+                out = root / "renders" / strategy.value / shot / f"n{noise_seed}"
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
+                started = time.monotonic()
+                classes = ["ball", "box", "car"]
+                counters = run_shot(str(plate), classes, PipelineOptions(strategy=strategy), models, out)
+                score = evaluate(out, truth, classes)
+                results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
+                if progress:
+                    progress(f"{name} {strategy.value}")
     return results
