@@ -12,7 +12,7 @@ from schemas import FieldProblem
 from services.api.security import AuthFailures
 from services.errors import InvalidSpec, NotAuthenticated, TooManyAttempts
 from services.farm.jobs import JobService
-from services.farm.review_links import ReviewLinkSigner
+from services.farm.review_links import ReviewKind, ReviewLinkSigner
 from services.farm.tokens import TokenBook
 
 
@@ -51,10 +51,28 @@ def current_user(
     raise NotAuthenticated("that token is not known to this farm, or was revoked or expired; check MATTEFARM_TOKEN")
 
 
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ServiceDep = Annotated[JobService, Depends(get_service)]
+UserDep = Annotated[TokenGrant, Depends(current_user)]
+
+
+# Identifiers in paths and queries, bounded where the database's types end (an id past a 32-bit
+# integer, or a NUL in a string, is a 422 naming it, not the database's 500).
+INT32 = 2**31 - 1
+JobId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="A job id.")]
+TaskId = Annotated[int, Path(ge=1, le=INT32, description="A task id.")]
+FrameNumber = Annotated[int, Path(ge=-INT32, le=INT32, description="A plate frame number.")]
+Offset = Annotated[int, Query(ge=0, le=INT32)]
+WorkerName = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$", description="A worker.")
+]
+Name = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
 def review_access(
     request: Request,
-    job_id: Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")],
-    kind: Annotated[str, Path(pattern=r"^(movie|contact-sheet)$")],
+    job_id: JobId,
+    kind: ReviewKind,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
     expires: Annotated[int | None, Query(ge=0, le=2**40, description="A signed link's expiry (Unix s).")] = None,
     sig: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A signed link's signature.")] = None,
@@ -72,24 +90,6 @@ def review_access(
     why = signer.verify(job_id, kind, expires, sig)
     if why is not None:
         raise NotAuthenticated(why)
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ServiceDep = Annotated[JobService, Depends(get_service)]
-UserDep = Annotated[TokenGrant, Depends(current_user)]
-
-
-# Identifiers in paths and queries, bounded where the database's types end (an id past a 32-bit
-# integer, or a NUL in a string, is a 422 naming it, not the database's 500).
-INT32 = 2**31 - 1
-JobId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="A job id.")]
-TaskId = Annotated[int, Path(ge=1, le=INT32, description="A task id.")]
-FrameNumber = Annotated[int, Path(ge=-INT32, le=INT32, description="A plate frame number.")]
-Offset = Annotated[int, Query(ge=0, le=INT32)]
-WorkerName = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$", description="A worker.")
-]
-Name = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 def known_query_only(request: Request) -> None:

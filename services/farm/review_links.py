@@ -12,11 +12,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from farm_config.settings import Settings
 from services.paths import kept_secret
 
-REVIEW_KINDS = ("movie", "contact-sheet")
+ReviewKind = Literal["movie", "contact-sheet"]  # the review files a link (or a route) may name
 
 
 def review_link_secret(settings: Settings) -> str:
@@ -29,6 +30,9 @@ def review_link_secret(settings: Settings) -> str:
 class SignedLink:
     path: str  # /jobs/ID/review/KIND?expires=…&sig=…
     expires: int
+
+
+REVIEW_KINDS: tuple[ReviewKind, ...] = get_args(ReviewKind)
 
 
 class ReviewLinkSigner:

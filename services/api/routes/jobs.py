@@ -22,7 +22,7 @@ from services.api.deps import (
     known_query_only,
     review_access,
 )  # fmt: skip
-from services.farm.review_links import ReviewLinkSigner
+from services.farm.review_links import REVIEW_KINDS, ReviewKind, ReviewLinkSigner
 from services.store.repository import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
@@ -108,7 +108,10 @@ def job_tasks(job_id: JobId, jobs: ServiceDep, _: UserDep) -> list[TaskStatus]:
     return jobs.tasks_of(job_id)
 
 
-REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_sheet", "image/jpeg")}
+REVIEW_MEDIA: dict[ReviewKind, tuple[str, str]] = {
+    "movie": ("movie", "video/mp4"),
+    "contact-sheet": ("contact_sheet", "image/jpeg"),
+}
 
 
 @router.get(
@@ -117,7 +120,7 @@ REVIEW_MEDIA = {"movie": ("movie", "video/mp4"), "contact-sheet": ("contact_shee
     response_class=FileResponse,
     dependencies=[Depends(review_access)],
 )
-def review_media(job_id: JobId, kind: Literal["movie", "contact-sheet"], jobs: ServiceDep) -> FileResponse:
+def review_media(job_id: JobId, kind: ReviewKind, jobs: ServiceDep) -> FileResponse:
     """The job's review MP4 or contact-sheet JPEG, once the export has written them: with a token,
     or with a signed link's ``expires`` and ``sig`` (no header needed: RV, a browser)."""
     field, media_type = REVIEW_MEDIA[kind]
@@ -140,7 +143,7 @@ def sign_review_links(
     signer: ReviewLinkSigner = request.app.state.review_links
     ttl = ttl_s or settings.review_link_ttl_s
     base = str(request.base_url).rstrip("/")
-    movie, sheet = (signer.sign(job_id, kind, ttl) for kind in ("movie", "contact-sheet"))
+    movie, sheet = (signer.sign(job_id, kind, ttl) for kind in REVIEW_KINDS)
     return SignedReviewLinks(
         movie_url=base + movie.path,
         contact_sheet_url=base + sheet.path,
