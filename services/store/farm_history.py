@@ -67,11 +67,15 @@ class FarmHistoryStore:
         start = now - timedelta(seconds=count * bucket_s)
         buckets = [HistoryBucket(at=start + timedelta(seconds=i * bucket_s)) for i in range(count)]
 
-        def slot(at: datetime | None) -> HistoryBucket | None:
+        def index_of(at: datetime | None) -> int | None:
             if at is None:
                 return None
             index = int((at - start).total_seconds() // bucket_s)
-            return buckets[index] if 0 <= index < count else None
+            return index if 0 <= index < count else None
+
+        def slot(at: datetime | None) -> HistoryBucket | None:
+            index = index_of(at)
+            return buckets[index] if index is not None else None
 
         totals: defaultdict[str, int] = defaultdict(int)
         with self.db.session() as s:
@@ -105,9 +109,9 @@ class FarmHistoryStore:
                 FarmSampleRow.at, FarmSampleRow.tasks_waiting, FarmSampleRow.tasks_running, FarmSampleRow.workers_online
             ).where(FarmSampleRow.at >= since)
             for at, waiting, running, online in s.execute(samples):
-                bucket = slot(at)
-                if bucket is not None:
-                    sums[buckets.index(bucket)].append((waiting, running, online))
+                index = index_of(at)
+                if index is not None:
+                    sums[index].append((waiting, running, online))
         for index, values in sums.items():
             n = len(values)
             buckets[index].tasks_waiting = round(sum(v[0] for v in values) / n, 2)

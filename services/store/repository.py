@@ -172,11 +172,11 @@ class JobStore:
             by_state = self._filtered(select(JobRow.state, func.count()), where).group_by(JobRow.state)
             states = {state: n for state, n in s.execute(by_state)}
             query = self._filtered(select(JobRow), where)
-            if isinstance(where.state, list):
-                query = query.where(JobRow.state.in_([str(state) for state in where.state]))
-            elif where.state is not None:
-                query = query.where(JobRow.state == where.state)
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            wanted = None if where.state is None else [where.state] if isinstance(where.state, str) else where.state
+            if wanted is not None:
+                query = query.where(JobRow.state.in_([str(state) for state in wanted]))
+            # the state counts already span the other filters: the total is theirs, not a second count
+            total = sum(n for state, n in states.items() if wanted is None or state in wanted)
             key = SORT_COLUMNS[where.sort]
             if where.sort in NOT_NULL_SORTS:  # a plain ORDER BY can walk the column's index
                 order = key.desc() if where.descending else key.asc()
