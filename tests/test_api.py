@@ -55,6 +55,11 @@ def test_bad_inputs_name_the_field(api: TestClient, shot: Path, farm_root: Path)
         (spec(farm_root / "sh010/plate/sh010.1001.exr", farm_root), "plate", "frame token"),
         (spec(shot, farm_root, priority=500), "priority", "less than or equal"),
         (spec(shot, farm_root, options={"max_side": 10}), "options.max_side", "greater than or equal"),
+        (
+            spec(shot, farm_root, options={"max_unsupported_windows": -1}),
+            "options.max_unsupported_windows",
+            "greater than or equal",
+        ),
         (spec(shot, farm_root, options={"refresh_every": 30}), "options", "refresh_every"),
         (spec(shot, farm_root, colour="red"), "colour", "Extra inputs"),
         ({"prompt": "ball", "output_root": str(farm_root)}, "plate", "Field required"),

@@ -99,6 +99,11 @@ def test_worker_profiles() -> None:
         ({"MATTEFARM_FAULT": "crash@render"}, "MATTEFARM_FAULT"),
         ({"MATTEFARM_SHOW_GPU_CAPS": "showA=4"}, "show_gpu_caps"),
         ({"MATTEFARM_TASK_FRAMES": "0"}, "task_frames"),
+        ({"MATTEFARM_DB_POOL_SIZE": "0"}, "db_pool_size"),
+        ({"MATTEFARM_TOKEN_CACHE_S": "-1"}, "token_cache_s"),
+        ({"MATTEFARM_REVIEW_LINK_TTL_S": "9999999"}, "review_link_ttl_s"),
+        ({"MATTEFARM_WORKER_FORGET_AFTER_S": "5"}, "worker_forget_after_s"),
+        ({"MATTEFARM_HISTORY_SAMPLE_S": "0"}, "history_sample_s"),
     ],
 )
 def test_bad_farm_operations_settings_name_the_variable(
