@@ -6,6 +6,7 @@ Every failure prints one readable line and exits non-zero: 1 for a refused or fa
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -147,3 +148,11 @@ def follow_job(farm: FarmClient, job_id: str, poll: float = 0.5) -> JobStatus:
     if job.state != JobState.SUCCEEDED:
         sys.exit(1)
     return job
+
+
+def parse_size(value: str, option: str = "--size") -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` → (width, height), or a usage error naming the option."""
+    match = re.fullmatch(r"(\d+)x(\d+)", value.strip())
+    if not match:
+        raise click.BadParameter(f"write the size as WIDTHxHEIGHT, e.g. 640x360 (got {value!r})", param_hint=option)
+    return int(match.group(1)), int(match.group(2))

@@ -45,9 +45,10 @@ class Score:
     layers: int
     frames: int
     object_j: dict[int, float] = field(default_factory=dict)  # object id → its J
+    decoy_apart: bool | None = None  # decoy shots: the object that left and the one that entered have separate layers
 
 
-def _numbered(folder: Path) -> dict[int, Path]:
+def numbered_frames(folder: Path) -> dict[int, Path]:
     found = {}
     for path in folder.glob("*.exr"):
         match = _FRAME.search(path.name)
@@ -84,18 +85,31 @@ def prompted_objects(truth_dir: Path, classes: Iterable[str] | None) -> list[int
 def evaluate(output_dir: Path, truth_dir: Path, classes: Iterable[str] | None = None) -> Score:
     """Score a version folder's mattes; ``classes``: the prompt's (objects of other labels are
     left out), by default the prompt the folder's manifest records."""
-    output, truth = _numbered(output_dir), _numbered(truth_dir)
+    output, truth = numbered_frames(output_dir), numbered_frames(truth_dir)
     if not output:
         raise FileNotFoundError(f"no matte EXRs in {output_dir}")
     missing = sorted(set(output) - set(truth))
     if missing:
         raise FileNotFoundError(f"truth lacks frames {missing[:5]}… in {truth_dir}")
     if classes is None:
-        classes = _manifest_classes(output_dir)
-    return score_frames(lambda: _frames(output, truth), prompted_objects(truth_dir, classes))
+        classes = manifest_classes(output_dir)
+    objects = prompted_objects(truth_dir, classes)
+    score = score_frames(lambda: _frames(output, truth), objects)
+    decoy = json.loads((truth_dir / "objects.json").read_text()).get("decoy")
+    if decoy:
+        owner, _, _ = assign_layers(lambda: _frames(output, truth), objects)
+        owners = set(owner.values())
+        score.decoy_apart = int(decoy["left"]) in owners and int(decoy["entered"]) in owners
+    return score
 
 
-def _manifest_classes(output_dir: Path) -> list[str] | None:
+def shot_labels(truth_dir: Path) -> list[str]:
+    """The labels of a synthetic shot's objects, in order of first mention (its natural prompt)."""
+    objects = json.loads((truth_dir / "objects.json").read_text())["objects"]
+    return list(dict.fromkeys(str(o["label"]) for o in objects))
+
+
+def manifest_classes(output_dir: Path) -> list[str] | None:
     for manifest in sorted(output_dir.glob("*.json")):
         try:
             prompt = json.loads(manifest.read_text()).get("prompt")
@@ -109,10 +123,10 @@ def _manifest_classes(output_dir: Path) -> list[str] | None:
 Frames = Callable[[], Iterable[tuple[int, dict[str, np.ndarray], np.ndarray]]]
 
 
-def score_frames(frames: Frames, objects: list[int]) -> Score:
-    """The score of layers against truth; ``frames()`` yields (frame, layer name → bool matte, truth
-    ids) in shot order, and is called once per pass (from EXRs on disk, or masks in memory)."""
-    # Pass 1: spatio-temporal overlap of every layer with every object.
+def assign_layers(frames: Frames, objects: list[int]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Which object each layer is of (spatio-temporal IoU ≥ ``ASSIGN_IOU``, best object wins);
+    returns (layer → object, layer → its area over the shot, frames seen). Layers absent from the
+    first mapping reach no object: false layers."""
     inter: dict[tuple[str, int], int] = {}
     layer_area: dict[str, int] = {}
     object_area: dict[int, int] = dict.fromkeys(objects, 0)
@@ -135,6 +149,14 @@ def score_frames(frames: Frames, objects: list[int]) -> Score:
                 best, best_iou = obj, st_iou
         if best is not None:
             owner[name] = best
+    return owner, layer_area, count
+
+
+def score_frames(frames: Frames, objects: list[int]) -> Score:
+    """The score of layers against truth; ``frames()`` yields (frame, layer name → bool matte, truth
+    ids) in shot order, and is called once per pass (from EXRs on disk, or masks in memory)."""
+    # Pass 1: spatio-temporal overlap of every layer with every object.
+    owner, layer_area, count = assign_layers(frames, objects)
 
     # Pass 2: per-frame IoU, best-covering layer, runs.
     ious: dict[int, list[float]] = {obj: [] for obj in objects}

@@ -47,6 +47,17 @@ def read_truth_ids(path: Path) -> np.ndarray:
     return np.rint(channels["id"]).astype(np.int32)
 
 
+def read_truth_alpha(path: Path) -> dict[int, np.ndarray]:
+    """Each object's visible alpha (float32, plate resolution) from a soft-alpha truth frame;
+    empty for a hard-truth shot."""
+    if not path.exists():
+        raise MissingTruthError(f"ground truth frame {path} is missing")
+    channels, _ = read_exr_channels(path)
+    return {
+        int(name.split(".", 1)[1]): ch.astype(np.float32) for name, ch in channels.items() if name.startswith("alpha.")
+    }
+
+
 def ids_at(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The id map at ``size`` (width, height) as a model sees the plate there: each pixel takes the
     id covering most of its area (area-downsampled, as the plate itself is), not the id under one
