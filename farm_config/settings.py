@@ -165,6 +165,14 @@ class Settings(BaseSettings):
     use_ocio: bool = Field(True, description="False: a plain linear→sRGB curve instead of OpenColorIO.")
     decode_threads: int = Field(2, ge=0, le=32, description="Plate decoders running ahead of the GPU (0: inline).")
     decode_ahead: int = Field(4, ge=0, le=64, description="Frames decoded ahead of the one the models need.")
+    frame_cache_mb: int = Field(
+        1024,
+        ge=0,
+        le=65536,
+        description="Memory for decoded working-resolution frames per task: a shot that fits is decoded once "
+        "per stage (tracking goes forward and backward over each frame several times); a longer one keeps "
+        "two windows' worth.",
+    )
     exr_threads: int = Field(0, ge=0, le=256, description="OpenEXR (de)compression threads per process; 0 = all cores.")
     # review media
     review: bool = Field(True, description="Write the review MP4 and contact sheet after the mattes.")

@@ -6,6 +6,7 @@ from schemas.frames import FrameRangeError, format_frame_range, parse_frame_rang
 from schemas.job import (
     STAGE_ORDER,
     Counters,
+    EdgeMode,
     JobHeader,
     JobPage,
     JobSort,
@@ -39,6 +40,7 @@ from schemas.worker import (
 __all__ = [
     "STAGE_ORDER",
     "Counters",
+    "EdgeMode",
     "ErrorBody",
     "Event",
     "EventKind",

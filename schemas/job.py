@@ -45,6 +45,15 @@ class Strategy(StrEnum):
     PER_FRAME = "per-frame"  # no tracking: per-frame masks linked by IoU
 
 
+class EdgeMode(StrEnum):
+    """How mattes are brought from the inference frames to the plate."""
+
+    AUTO = "auto"  # guided where the plate is at least 1.5× the inference frames, else upsample
+    GUIDED = "guided"  # upsample, then colour unmixing and a guided filter in the boundary band
+    FILTER = "filter"  # upsample, then the guided filter alone (no colour unmixing)
+    UPSAMPLE = "upsample"  # bilinear upsampling of the logits only
+
+
 class MissingFrames(StrEnum):
     REFUSE = "refuse"
     SKIP = "skip"
@@ -101,10 +110,38 @@ class PipelineOptions(BaseModel):
         "of its label behind it, before it goes dormant (a ghost layer ends).",
     )
     min_detected_frames: int = Field(3, ge=0, description="Frames a detection must confirm a layer on.")
+    reentry: bool = Field(
+        True, description="Continue a layer when its object comes back after leaving frame (farm strategy)."
+    )
+    reentry_similarity: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Appearance similarity (0-1) at which a new layer is taken for an earlier one come back.",
+    )
     min_layer_frames: int = Field(1, ge=1, description="Shortest layer kept, in frames.")
     keyframe_step: int = Field(20, ge=1, le=500, description="keyframe-greedy: frames between keyframes.")
     keyframe_iou: float = Field(0.8, gt=0.0, le=1.0, description="keyframe-greedy: first-match IoU.")
     link_iou: float = Field(0.5, gt=0.0, le=1.0, description="per-frame: IoU that links a mask to a layer.")
+    # export
+    edges: EdgeMode = Field(
+        EdgeMode.AUTO,
+        description="auto, guided, filter or upsample: refine matte edges at plate resolution, guided by the plate.",
+    )
+    edge_eps: float = Field(
+        1e-3,
+        gt=0.0,
+        le=1.0,
+        description="Guided filter regularisation: smaller follows the plate's colour edges more closely.",
+    )
+    steady_frames: int | None = Field(
+        None,
+        ge=0,
+        le=4,
+        description="Neighbours on each side whose flow-warped mattes steady each frame's; 0 turns it off. "
+        "Default (null): 2 where edges are not refined at plate resolution, 0 where they are (measured: it "
+        "lifts J where mattes are written at inference size, and adds nothing after edge refinement).",
+    )
 
     @model_validator(mode="after")
     def _refresh_within_window(self) -> PipelineOptions:

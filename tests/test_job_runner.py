@@ -236,3 +236,24 @@ def test_skipped_frames_are_held_as_slates_so_the_movie_keeps_source_numbering(
     amber = [int(((c[..., 0] > 200) & (c[..., 1] > 150) & (c[..., 2] < 120)).sum()) for c in centre]
     assert amber[3] > 50 and amber[4] > 50 and all(a == 0 for i, a in enumerate(amber) if i not in (3, 4))
     assert not np.array_equal(pictures[2], pictures[3])
+
+
+def test_edges_are_refined_at_plate_resolution_and_each_stage_decodes_a_frame_once(
+    runtime: FarmWorker, settings: Settings, shot: Path, farm_root: Path
+) -> None:
+    # Inference at 96 px of a 160 px plate: the export refines edges guided by the plate.
+    job_id = submit(settings, shot, farm_root, options={"max_side": 96})
+    run_tasks(runtime, job_id)
+    job = runtime.store.get(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    exports = [t for t in runtime.tasks.for_job(job_id) if t.stage == "export"]
+    messages = [line.message for t in exports for line in runtime.tasks.log_tail(t.id, 50).lines]
+    assert any("edges refined at plate resolution" in m for m in messages)
+    counters = job.counters.model_dump()
+    for stage in ("detect", "segment", "track", "export"):
+        assert counters[f"frames_read_{stage}"] == 8, stage  # the whole shot fits the frame cache
+    for path in sorted(Path(job.output_dir).glob("*.exr")):
+        channels, _ = read_exr_channels(path)
+        for name in (f"{ly.name}.A" for ly in job.layers):
+            alpha = channels[name].astype(np.float32)
+            assert alpha.min() >= 0.0 and alpha.max() <= 1.0

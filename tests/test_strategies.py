@@ -42,5 +42,26 @@ def test_compare_runs_every_shot_under_several_noise_seeds(tmp_path: Path) -> No
     report = json.loads(result.output)
     assert report["noise_seeds"] == 2 and {r["strategy"] for r in report["rows"]} == {s.value for s in Strategy}
     farm = next(r for r in report["rows"] if r["strategy"] == "farm")
-    assert farm["worst_shot"] in ("synth010/n0", "synth010/n1") and farm["min_j"] <= farm["mean_j"]
-    assert (tmp_path / "renders" / "farm" / "synth010" / "n1").is_dir()
+    assert farm["worst_shot"] in ("synth010-default/n0", "synth010-default/n1") and farm["min_j"] <= farm["mean_j"]
+    assert (tmp_path / "renders" / "farm" / "synth010-default" / "n1").is_dir()
+
+
+def test_an_object_back_after_leaving_keeps_its_layer_and_a_decoy_gets_its_own(tmp_path: Path) -> None:
+    """Re-entry on the farm strategy: the exit-and-return shot ends with one layer per object, and in
+    the decoy shot the object that left and the different one of its label that entered stay apart."""
+    results = compare(tmp_path, shots=2, frames=40, objects=4, strategies=(Strategy.FARM,), first_seed=101,
+                      scenarios=("default", "decoy"))  # fmt: skip
+    back, decoy = results
+    assert back.score.fragments == 0 and back.score.false_layers == 0  # car_01 … car_02 before re-entry joining
+    assert decoy.score.decoy_apart is True and decoy.score.fragments == 0
+
+
+def test_compare_refuses_unknown_scenarios_and_sizes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    bad = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--scenarios", "rain"])
+    assert bad.exit_code == 2 and "--scenarios" in bad.output and "decoy" in bad.output
+    bad = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--sizes", "640-360"])
+    assert bad.exit_code == 2 and "--sizes" in bad.output and "WIDTHxHEIGHT" in bad.output

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from farm_config import get_settings
 from schemas import Strategy
-from services.cli.common import api_token, api_url, client, console, err, farm_errors
+from services.cli.common import api_token, api_url, client, console, err, farm_errors, parse_size
 from services.load_benchmark import run_load
 
 
@@ -80,18 +80,52 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
 @click.option(
     "--noise-seeds", type=click.IntRange(1, 100), default=1, show_default=True, help="Noise draws per shot (0…N-1)."
 )
+@click.option(
+    "--scenarios",
+    default="default",
+    show_default=True,
+    help="Scenario kinds taken in turn, comma-separated (default, decoy, thin, crowd) or 'all'.",
+)
+@click.option(
+    "--sizes", default="640x360", show_default=True, help="Plate sizes taken in turn, e.g. 640x360,1280x720,2048x858."
+)
+@click.option(
+    "--noise",
+    "noise_level",
+    type=click.Choice(["default", "hard"]),
+    default="default",
+    show_default=True,
+    help="hard: miss 0.3, false boxes 0.6, track loss 0.06, mask noise 4 px, box jitter 0.1.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def compare(
-    workdir: Path, shots: int, frames: int, objects: int, first_seed: int, noise_seeds: int, as_json: bool
+    workdir: Path,
+    shots: int,
+    frames: int,
+    objects: int,
+    first_seed: int,
+    noise_seeds: int,
+    scenarios: str,
+    sizes: str,
+    noise_level: str,
+    as_json: bool,
 ) -> None:
     """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
     one table: mean and worst shot (synthetic backend)."""
     from workers.bench.strategies import compare as run_compare
+    from workers.models.synthetic import HARD_NOISE, SyntheticNoise
+    from workers.synthetic.shot import SCENARIOS
 
+    kinds = SCENARIOS if scenarios == "all" else tuple(k.strip() for k in scenarios.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in SCENARIOS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"use some of {', '.join(SCENARIOS)} or 'all'", param_hint="--scenarios")
+    plate_sizes = tuple(parse_size(one, "--sizes") for one in sizes.split(","))
+    noise = HARD_NOISE if noise_level == "hard" else SyntheticNoise()
     with console.status("running…") as status:
         results = run_compare(
             workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
-            progress=lambda what: status.update(f"done: {what}"),
+            noise=noise, scenarios=kinds, sizes=plate_sizes, progress=lambda what: status.update(f"done: {what}"),
         )  # fmt: skip
     rows: list[dict[str, Any]] = []
     for strategy in Strategy:
@@ -110,6 +144,8 @@ def compare(
                 "fragments": sum(r.score.fragments for r in mine),
                 "false_layers": sum(r.score.false_layers for r in mine),
                 "late_recall": statistics.mean(late) if late else None,
+                "decoys_apart": sum(1 for r in mine if r.score.decoy_apart),
+                "decoy_shots": sum(1 for r in mine if r.score.decoy_apart is not None),
                 "encoder_passes_per_frame": statistics.mean(
                     r.counters.get("image_encoder_passes", 0) / r.score.frames for r in mine
                 ),
@@ -117,7 +153,21 @@ def compare(
             }
         )
     if as_json:
-        summary = {"shots": shots, "frames": frames, "first_seed": first_seed, "noise_seeds": noise_seeds}
+        summary = {
+            "shots": shots,
+            "frames": frames,
+            "first_seed": first_seed,
+            "noise_seeds": noise_seeds,
+            "noise": noise_level,
+            "scenarios": list(kinds),
+            "sizes": [f"{w}x{h}" for w, h in plate_sizes],
+            "per_shot": [
+                {"shot": r.shot, "strategy": r.strategy.value, "j": r.score.j, "switches": r.score.id_switches,
+                 "fragments": r.score.fragments, "false_layers": r.score.false_layers,
+                 "decoy_apart": r.score.decoy_apart}
+                for r in results
+            ],
+        }  # fmt: skip
         console.print_json(json.dumps(summary | {"rows": rows}))
         return
     table = Table(
@@ -130,10 +180,11 @@ def compare(
         "false layers",
         "shots with switches / false layers",
         "late recall",
+        "decoys kept apart",
         "seg. calls/frame",
         "seconds",
-        title=f"{shots} synthetic shots (seeds {first_seed}…) × {noise_seeds} noise seed(s) × {frames} frames, "
-        "default noise",
+        title=f"{shots} synthetic shots (seeds {first_seed}…, {', '.join(kinds)}) × {noise_seeds} noise seed(s) × "
+        f"{frames} frames, {noise_level} noise",
     )
     for row in rows:
         late_text = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"
@@ -147,6 +198,7 @@ def compare(
             str(row["false_layers"]),
             f"{row['shots_with_switches_or_false_layers']}/{len(results) // len(rows)}",
             late_text,
+            f"{row['decoys_apart']}/{row['decoy_shots']}" if row["decoy_shots"] else "-",
             f"{row['encoder_passes_per_frame']:.2f}",
             f"{row['seconds']:.0f}",
         )

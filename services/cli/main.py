@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from farm_config.version import VERSION
-from services.cli import control, evaluation, farm, jobs, models, refine_bench, synth, tokens
+from services.cli import control, edge_bench, evaluation, farm, jobs, models, refine_bench, synth, tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +46,7 @@ for command in (
     refine_bench.bench_refine,
     refine_bench.refine,
     refine_bench.bench_deliver,
+    edge_bench.bench_edges,
 ):
     cli.add_command(command)
 

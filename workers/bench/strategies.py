@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import PipelineOptions, StageName, Strategy
+from workers.io.plate import PlateDecoder
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
 from workers.models.interfaces import ModelSet
 from workers.models.synthetic import SyntheticNoise
-from workers.pipeline.driver import analyse_shot
-from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage
-from workers.synthetic.evaluate import Score, evaluate
+from workers.pipeline.driver import AnalysedShot, analyse_shot
+from workers.pipeline.export import EdgeRefinement, ExportedLayer, MatteSequence, export_stage
+from workers.pipeline.export_frames import export_aids
+from workers.synthetic.evaluate import Score, evaluate, shot_labels
 from workers.synthetic.shot import synthetic_decoder, write_shot
 
 
@@ -51,15 +53,38 @@ def run_shot(
     plate, decoder = synthetic_decoder(plate_pattern, options.max_side)
     scratch = out_dir / ".work"
     result = analyse_shot(decoder, classes, options, models, QuietReporter(), scratch)
+    export_shot(decoder, result, options, out_dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result.counters | {"frames_written": len(plate.frames)}
+
+
+def export_shot(
+    decoder: PlateDecoder,
+    result: AnalysedShot,
+    options: PipelineOptions,
+    out_dir: Path,
+    wrap_edges: Callable[[EdgeRefinement], EdgeRefinement] = lambda edges: edges,
+) -> None:
+    """An analysed shot's mattes into ``out_dir`` as the job's options export them (edges, steadying);
+    ``wrap_edges`` may wrap the refiner (to time it)."""
+    plate = decoder.plate
     output = SequencePattern.parse(str(out_dir / f"{out_dir.name}.####.exr"))
+    layers = [ExportedLayer(layer.id, layer.name) for layer in result.layers]
+    aids = export_aids(options, decoder, plate.frames, result.store, layers)
     export_stage(
-        MatteSequence(plate.frames, plate.geometry, output.path_for, cryptomatte=False),
-        [ExportedLayer(layer.id, layer.name) for layer in result.layers],
+        MatteSequence(
+            plate.frames,
+            plate.geometry,
+            output.path_for,
+            cryptomatte=False,
+            edges=wrap_edges(aids.edges) if aids.edges is not None else None,
+            guide_for=aids.frames.guide,
+            steadier=aids.steadier,
+        ),
+        layers,
         result.store,
         QuietReporter(),
     )
-    shutil.rmtree(scratch, ignore_errors=True)
-    return result.counters | {"frames_written": len(plate.frames)}
 
 
 def compare(
@@ -72,17 +97,23 @@ def compare(
     first_seed: int = 100,
     noise_seeds: int = 1,
     noise: SyntheticNoise | None = None,
+    scenarios: tuple[str, ...] = ("default",),
+    sizes: tuple[tuple[int, int], ...] = ((640, 360),),
     progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
-    """Every strategy on ``shots`` shots (seeds from ``first_seed``), each under ``noise_seeds``
-    draws of the detector/segmenter/tracker noise (seeds 0…): one result per shot, noise seed and
-    strategy, named ``synthNN0/nK``."""
+    """Every strategy on ``shots`` shots (seeds from ``first_seed``; scenario kinds and plate sizes
+    taken in turn), each under ``noise_seeds`` draws of the detector/segmenter/tracker noise
+    (seeds 0…): one result per shot, noise seed and strategy, named ``synthNN0-SCENARIO/nK``. The
+    prompt is the shot's own labels."""
     results: list[RunResult] = []
     base = noise or SyntheticNoise()
     for index in range(shots):
-        shot = f"synth{index + 1:02d}0"
-        plate = write_shot(root / "shots", shot, frames=frames, objects=objects, seed=first_seed + index)
+        scenario, (width, height) = scenarios[index % len(scenarios)], sizes[index % len(sizes)]
+        shot = f"synth{index + 1:02d}0-{scenario}"
+        plate = write_shot(root / "shots", shot, frames=frames, objects=objects, seed=first_seed + index,
+                           scenario=scenario, width=width, height=height)  # fmt: skip
         truth = plate.parent.parent / "truth"
+        classes = shot_labels(truth)
         for noise_seed in range(noise_seeds):
             name = f"{shot}/n{noise_seed}"
             for strategy in strategies:
@@ -91,7 +122,6 @@ def compare(
                 out.mkdir(parents=True)
                 models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
                 started = time.monotonic()
-                classes = ["ball", "box", "car"]
                 counters = run_shot(str(plate), classes, PipelineOptions(strategy=strategy), models, out)
                 score = evaluate(out, truth, classes)
                 results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))

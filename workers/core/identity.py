@@ -128,6 +128,11 @@ class IdentityBook:
                 layer.ended = layer.empty_windows > opts.max_empty_windows
         return prompts
 
+    def join(self, later: int, earlier: int) -> None:
+        """``later`` is ``earlier`` come back (re-entry): its frames become the earlier layer's."""
+        self.aliases[later] = self.root(earlier)
+        self.layers[later].merged_into, self.layers[later].ended = self.root(earlier), True
+
     def _merge_duplicates(self, prompts: dict[int, np.ndarray]) -> None:
         for young in sorted(prompts, reverse=True):
             for old in sorted(prompts):

@@ -19,7 +19,15 @@ from workers.io.plate import PlateDecoder
 from workers.models.interfaces import ModelSet
 from workers.pipeline.frames import FrameSource
 from workers.pipeline.scratch import LayerStore
-from workers.pipeline.stages import Shot, StageReporter, detect_stage, detection_positions, segment_stage, window_keep
+from workers.pipeline.stages import (
+    Shot,
+    StageReporter,
+    detect_stage,
+    detection_positions,
+    frames_to_keep,
+    segment_stage,
+    window_keep,
+)
 from workers.pipeline.tracking import track_stage
 
 
@@ -49,11 +57,15 @@ def open_shot(
     *,
     decode_threads: int = 2,
     decode_ahead: int = 4,
+    frame_cache_mb: int = 1024,
+    within: Iterable[int] | None = None,
 ) -> Iterator[ShotRun]:
+    """``within``: the positions the caller will read (a task's chunk); default the whole shot."""
     before = models.counters()
-    keep = window_keep(options)
-    with FrameSource(decoder, keep=keep, threads=decode_threads, ahead=decode_ahead) as source:
-        run = ShotRun(Shot.open(source, options, models, reporter, scratch, keep))
+    keep = frames_to_keep(options, len(decoder.plate.frames), decoder.size, frame_cache_mb)
+    chunk = list(within) if within is not None else None
+    with FrameSource(decoder, keep=keep, threads=decode_threads, ahead=decode_ahead, within=chunk) as source:
+        run = ShotRun(Shot.open(source, options, models, reporter, scratch, window_keep(options)))
         yield run
     run.counters = dict(models.counters() - before)
     run.counters["frames_read"] = source.decoded

@@ -3,7 +3,8 @@
 Per frame: ``A`` (half, the union), ``<layer>.A`` (half, every layer on every frame so the
 channel set never changes) and ``CryptoObject00..02`` (float32, 6 ranks). Logits are upsampled
 to the plate's data window (pixel centres aligned; this also re-squeezes anamorphic plates)
-before the sigmoid, so edges stay anti-aliased.
+before the sigmoid, so edges stay anti-aliased. With an ``EdgeRefiner`` the upsampled mattes are
+then refined in their boundary band, guided by the plate at plate resolution (``edges``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ class ExportedLayer:
     name: str
 
 
+class EdgeRefinement(Protocol):
+    """Refines one upsampled matte (H, W) with the frame's plate guide (H, W, 3); ``edges.EdgeRefiner``."""
+
+    def refine(self, matte: np.ndarray, guide: np.ndarray) -> np.ndarray: ...
+
+
+class Steadier(Protocol):
+    """Steadies one frame's working-resolution logits over time; ``temporal.TemporalSteadier``."""
+
+    def steady(self, pos: int, current: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
 class ReviewSink(Protocol):
     """Receives each exported frame's working-resolution logits (layer name → logits)."""
 
@@ -52,12 +65,18 @@ class MatteSequence:
     frame_header: Callable[[int], dict[str, Any]] = lambda frame: {}
     compression: str = "zip"
     cryptomatte: bool = True
+    edges: EdgeRefinement | None = None  # refine edges at plate resolution …
+    guide_for: Callable[[int], np.ndarray] | None = None  # … guided by this frame's plate (``plate_guide``)
+    steadier: Steadier | None = None  # blend each frame's layers with its flow-warped neighbours
 
 
 def plate_matte(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Working-resolution logits → soft matte on the plate grid, snapped at 0 and 1."""
     # cv2's bilinear resize samples at pixel centres (half-pixel alignment).
-    matte = sigmoid(cv2.resize(logits, size, interpolation=cv2.INTER_LINEAR))
+    return snap(sigmoid(cv2.resize(logits, size, interpolation=cv2.INTER_LINEAR)))
+
+
+def snap(matte: np.ndarray) -> np.ndarray:
     matte[matte < SNAP] = 0.0
     matte[matte > 1.0 - SNAP] = 1.0
     return matte
@@ -118,11 +137,14 @@ def export_stage(
             clock.tick()
             continue
         logits_by_name = frame_logits(store, pos, layers)
+        if target.steadier is not None:
+            logits_by_name = target.steadier.steady(pos, logits_by_name)
+        mattes = {name: plate_matte(logits, size) for name, logits in logits_by_name.items()}
+        if target.edges is not None and target.guide_for is not None and mattes:
+            guide = target.guide_for(frame)  # one plate read per frame, for all its layers
+            mattes = {name: snap(target.edges.refine(matte, guide)) for name, matte in mattes.items()}
         halves = [
-            to_half(plate_matte(logits_by_name[name], size))
-            if name in logits_by_name
-            else np.zeros((size[1], size[0]), np.float16)
-            for name in names
+            to_half(mattes[name]) if name in mattes else np.zeros((size[1], size[0]), np.float16) for name in names
         ]
         channels = matte_channels(names, halves, size, target.cryptomatte)
         write_exr_atomic(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import overload
 
@@ -23,8 +23,18 @@ class FrameSource:
     with model calls. Prefetch follows the direction of access, since tracking also runs backward.
     """
 
-    def __init__(self, decoder: PlateDecoder, keep: int = 24, threads: int = 2, ahead: int = 4) -> None:
+    def __init__(
+        self,
+        decoder: PlateDecoder,
+        keep: int = 24,
+        threads: int = 2,
+        ahead: int = 4,
+        within: Collection[int] | None = None,
+    ) -> None:
+        """``within``: the positions this task will read (default all); nothing outside them is
+        decoded ahead, so a task over a chunk of frames decodes that chunk and no more."""
         self.decoder, self.keep, self.ahead = decoder, keep, ahead if threads else 0
+        self.within = frozenset(within) if within is not None else None
         self.frames = decoder.plate.frames
         self._cache: OrderedDict[int, ModelFrame] = OrderedDict()
         self._pending: dict[int, Future[np.ndarray]] = {}
@@ -78,7 +88,11 @@ class FrameSource:
     def _prefetch(self, pos: int, step: int) -> None:
         if self._pool is None:
             return
-        wanted = [p for p in range(pos + step, pos + step * (self.ahead + 1), step) if 0 <= p < len(self.frames)]
+        wanted = [
+            p
+            for p in range(pos + step, pos + step * (self.ahead + 1), step)
+            if 0 <= p < len(self.frames) and (self.within is None or p in self.within)
+        ]
         for stale in [p for p in self._pending if p not in wanted]:
             future = self._pending[stale]
             if future.done() or future.cancel():  # a running decode finishes and is dropped later

@@ -99,6 +99,14 @@ def window_keep(options: PipelineOptions) -> int:
     return 2 * options.window_frames + 8
 
 
+def frames_to_keep(options: PipelineOptions, frames: int, size: tuple[int, int], cache_mb: int) -> int:
+    """Decoded frames to keep: the whole shot when it fits in ``cache_mb`` (each frame is then
+    decoded once however often tracking revisits it), else two windows' worth."""
+    frame_bytes = size[0] * size[1] * 3  # display RGB, uint8
+    fits = cache_mb * 1024 * 1024 // max(1, frame_bytes)
+    return max(window_keep(options), min(frames, fits))
+
+
 def detection_positions(frames: int, options: PipelineOptions) -> list[int]:
     """Where the detector runs: every frame, or the keyframes of keyframe-greedy."""
     step = options.keyframe_step if options.strategy == Strategy.KEYFRAME_GREEDY else 1

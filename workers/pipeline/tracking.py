@@ -18,7 +18,9 @@ from schemas import LayerInfo, PipelineOptions, StageName, Strategy
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
 from workers.core.layers import LayerLinker, LayerNamer
 from workers.core.masks import iou
+from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins
 from workers.core.windows import keyframe_windows, plan_windows
+from workers.pipeline.appearance import end_descriptors
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
 from workers.pipeline.stages import Shot, StageClock
 
@@ -72,11 +74,59 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
             _run_window(shot, window.positions, prompts, book)
         clock.tick()
     _fold_aliases(shot.layers, n, book)
+    if shot.options.reentry:
+        _join_reentries(shot, book, n)
     shot.layers.flush()
     stats = layer_stats(shot.layers, n)
     kept = book.finalize(stats.present, stats.detected, stats.first)
     clock.close()
     return [_layer_info(layer.id, layer.name, layer.label, stats, shot) for layer in kept]
+
+
+def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Layers that are an earlier layer's object come back continue it (``workers.core.reentry``).
+    Only layers that will be written take part: a ghost must not be joined into a real layer."""
+    stats = layer_stats(shot.layers, frames)
+    opts = book.options
+    candidates = [
+        lid
+        for lid, layer in book.layers.items()
+        if layer.merged_into is None
+        and stats.present.get(lid, 0) >= opts.min_layer_frames
+        and stats.detected.get(lid, 0) >= opts.min_detected_frames
+    ]
+    if len(candidates) < 2:
+        return
+    positions: dict[int, list[int]] = {lid: [] for lid in candidates}
+    areas = dict.fromkeys(candidates, 0)
+    for pos in range(frames):
+        for lid, tracked in shot.layers.get(pos).items():
+            if lid in positions:
+                positions[lid].append(pos)
+                mask = tracked.mask
+                if not _touches_border(mask):  # cut by the frame edge, an area says nothing of size
+                    areas[lid] = max(areas[lid], int(mask.sum()))
+
+    def image(pos: int) -> np.ndarray:
+        return shot.source.at(pos).image
+
+    spans = []
+    for lid in candidates:
+
+        def mask_at(pos: int, lid: int = lid) -> np.ndarray:
+            return shot.layers.get(pos)[lid].mask
+
+        entry, exit_ = end_descriptors(positions[lid], image, mask_at)
+        first, last = positions[lid][0], positions[lid][-1]
+        spans.append(LayerSpan(lid, book.layers[lid].label, first, last, areas[lid], entry, exit_))
+    joins = plan_joins(spans, ReentryOptions(min_similarity=shot.options.reentry_similarity))
+    for later, earlier in joins.items():
+        book.join(later, earlier)
+    _fold_aliases(shot.layers, frames, book)
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def _recent_masks(

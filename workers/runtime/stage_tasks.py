@@ -23,9 +23,11 @@ from workers.io.plate import PlateDecoder, PlateInfo
 from workers.io.review import ReviewWriter
 from workers.io.sequence import SequencePattern
 from workers.io.version_marker import clear_incomplete
+from workers.models.builder import resolve_device
 from workers.models.interfaces import ModelSet
 from workers.pipeline.driver import detect_step, open_shot, segment_step, track_step
 from workers.pipeline.export import ExportedLayer, MatteSequence, export_stage, frame_logits
+from workers.pipeline.export_frames import export_aids
 from workers.pipeline.scratch import LayerStore
 from workers.pipeline.stages import JobCanceled, StageReporter
 from workers.provenance import RANDOM_WEIGHTS_WARNING, FrameHeaders, job_manifest, matte_header
@@ -79,6 +81,8 @@ def _analysis(ctx: StageTask) -> None:
         ctx.scratch,
         decode_threads=ctx.settings.decode_threads,
         decode_ahead=ctx.settings.decode_ahead,
+        frame_cache_mb=ctx.settings.frame_cache_mb,
+        within=None if ctx.task.stage == StageName.TRACK else ctx.positions,
     ) as run:
         if ctx.task.stage == StageName.DETECT:
             detect_step(run, split_prompt(ctx.job.spec.prompt), run.detected_positions(ctx.positions))
@@ -88,7 +92,9 @@ def _analysis(ctx: StageTask) -> None:
             layers = track_step(run)
             ctx.store.record_run(ctx.job.id, layers=layers)
             ctx.log.info("%d layer(s): %s", len(layers), ", ".join(layer.name for layer in layers))
-    ctx.store.add_counters(ctx.job.id, run.counters)
+    # Decodes by stage too, so "each frame decoded at most once per stage" can be read off a job.
+    stage_reads = {f"frames_read_{ctx.task.stage}": run.counters.get("frames_read", 0)}
+    ctx.store.add_counters(ctx.job.id, run.counters | stage_reads)
 
 
 def _record_models(ctx: StageTask, models: ModelSet) -> None:
@@ -107,12 +113,23 @@ def _record_models(ctx: StageTask, models: ModelSet) -> None:
 def _export(ctx: StageTask) -> None:
     job, plate = ctx.job, ctx.plate
     decoder = ctx.decoder()
+    options = job.spec.options
+    store = LayerStore(ctx.scratch)
+    exported = [ExportedLayer(layer.id, layer.name) for layer in job.layers]
+    aids = export_aids(options, decoder, plate.frames, store, exported, resolve_device(ctx.settings.device))
+    if aids.edges is not None:
+        ctx.log.info("edges refined at plate resolution (guided by the plate, band %d px)", aids.edges.band)
+    if aids.steadier is not None:
+        ctx.log.info("mattes steadied over %d frame(s) each side along the optical flow", aids.steadier.reach)
     target = MatteSequence(
         frames=plate.frames,
         geometry=plate.geometry,
         output_for=SequencePattern.parse(job.output_pattern).path_for,
         header=matte_header(job, plate, decoder.colour, decoder.size),
         frame_header=FrameHeaders(plate),
+        edges=aids.edges,
+        guide_for=aids.frames.guide,
+        steadier=aids.steadier,
     )
     written = 0
 
@@ -139,15 +156,15 @@ def _export(ctx: StageTask) -> None:
     try:
         export_stage(
             target,
-            [ExportedLayer(layer.id, layer.name) for layer in job.layers],
-            LayerStore(ctx.scratch),
+            exported,
+            store,
             ctx.reporter,
             positions=ctx.positions,
             keep_existing=written_by_this_job,
             wrote=wrote,
         )
     finally:  # frames an interrupted attempt wrote count too: the next one keeps them
-        ctx.store.add_counters(job.id, {"frames_written": written})
+        ctx.store.add_counters(job.id, {"frames_written": written, "frames_read_export": aids.frames.decoded})
 
 
 def _finalise(ctx: StageTask) -> None:

@@ -1,0 +1,58 @@
+"""Re-entry: a layer that starts after another of its label ended continues it only when it is the
+same object (appearance, size, no shared frame). Pure logic: descriptors are given."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, similarity
+
+
+def _look(*weights: float) -> np.ndarray:
+    return np.asarray(weights, np.float32)
+
+
+RED, RED2, BLUE = _look(8, 2, 0, 0), _look(7, 3, 0, 0), _look(0, 0, 6, 4)
+
+
+def _span(lid: int, first: int, last: int, look: np.ndarray, label: str = "car", area: int = 1000) -> LayerSpan:
+    return LayerSpan(lid, label, first, last, area, entry=look, exit=look)
+
+
+def test_similarity_is_one_for_the_same_histogram_and_zero_for_disjoint_ones() -> None:
+    assert similarity(RED, RED * 3) == 1.0
+    assert similarity(RED, BLUE) == 0.0
+    assert 0.9 < similarity(RED, RED2) < 1.0
+    assert similarity(RED, np.zeros(4)) == 0.0
+
+
+def test_an_object_back_after_leaving_frame_continues_its_layer() -> None:
+    assert plan_joins([_span(1, 0, 20, RED), _span(2, 35, 59, RED2)], ReentryOptions()) == {2: 1}
+
+
+def test_two_layers_on_one_frame_are_never_joined_however_alike() -> None:
+    assert plan_joins([_span(1, 0, 30, RED), _span(2, 30, 59, RED)], ReentryOptions()) == {}
+
+
+def test_a_different_object_of_the_same_label_keeps_its_own_layer() -> None:
+    assert plan_joins([_span(1, 0, 20, RED), _span(2, 35, 59, BLUE)], ReentryOptions()) == {}
+
+
+def test_other_labels_and_implausible_sizes_are_not_joined() -> None:
+    assert plan_joins([_span(1, 0, 20, RED), _span(2, 35, 59, RED, label="box")], ReentryOptions()) == {}
+    assert plan_joins([_span(1, 0, 20, RED, area=100), _span(2, 35, 59, RED, area=1000)], ReentryOptions()) == {}
+    # seen only cut by the frame edge (area 0): its size is unknown, so only its look decides
+    assert plan_joins([_span(1, 0, 20, RED, area=100), _span(2, 35, 59, RED, area=0)], ReentryOptions()) == {2: 1}
+
+
+def test_when_two_ended_layers_look_alike_neither_is_guessed() -> None:
+    spans = [_span(1, 0, 10, RED), _span(2, 12, 20, RED), _span(3, 40, 59, RED)]
+    # 2 continues 1 (only candidate); then 3 has one chain left (1 … 20) and joins it
+    assert plan_joins(spans, ReentryOptions()) == {2: 1, 3: 1}
+    rivals = [_span(1, 0, 10, RED), _span(2, 5, 20, RED2), _span(3, 40, 59, RED)]
+    assert plan_joins(rivals, ReentryOptions(margin=0.2)) == {}  # 1 and 2 coexist: which one came back?
+
+
+def test_an_object_that_leaves_twice_stays_one_layer() -> None:
+    spans = [_span(1, 0, 10, RED), _span(2, 20, 30, RED), _span(3, 40, 50, RED2)]
+    assert plan_joins(spans, ReentryOptions()) == {2: 1, 3: 1}
