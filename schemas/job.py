@@ -110,6 +110,13 @@ class PipelineOptions(BaseModel):
         "of its label behind it, before it goes dormant (a ghost layer ends).",
     )
     min_detected_frames: int = Field(3, ge=0, description="Frames a detection must confirm a layer on.")
+    max_gap_frames: int = Field(
+        10,
+        ge=0,
+        le=500,
+        description="A layer missing for at most this many frames between frames it is on is tracked "
+        "again across the gap (0: never).",
+    )
     reentry: bool = Field(
         True, description="Continue a layer when its object comes back after leaving frame (farm strategy)."
     )

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from workers.core.cleanup import asymmetric_sim, consolidate, remove_small_regions
-from workers.core.windows import keyframe_windows, plan_windows
+from workers.core.masks import iou, tolerant_overlap
+from workers.core.windows import keyframe_windows, plan_windows, short_gaps
 
 
 def rect(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (50, 50)) -> np.ndarray:
@@ -100,3 +101,22 @@ def test_the_tracking_window_option_keeps_its_old_name() -> None:
     assert "window_frames" in PipelineOptions().model_dump()
     with pytest.raises(ValidationError, match=r"refresh_every must not exceed options\.window_frames"):
         PipelineOptions(window_frames=4, refresh_every=5)
+
+
+def test_short_gaps_are_drop_outs_between_frames_a_layer_is_on() -> None:
+    assert short_gaps([0, 1, 2, 6, 7, 20, 21], max_gap=5) == [(3, 5)]  # 8…19 is too long: an exit
+    assert short_gaps([3, 4, 5], max_gap=5) == []  # nothing before 3 or after 5 is a gap
+    assert short_gaps([0, 2], max_gap=1) == [(1, 1)] and short_gaps([0, 2], max_gap=0) == []
+
+
+def test_tolerant_overlap_sees_a_thin_object_off_by_a_pixel_as_itself() -> None:
+    stick = np.zeros((40, 60), bool)
+    stick[10:30, 20:23] = True  # 3 px wide
+    fat = np.zeros_like(stick)
+    fat[10:30, 19:25] = True  # the same stick segmented a couple of px fat
+    assert iou(stick, fat) == 0.5
+    assert tolerant_overlap(stick, fat, 2) == 1.0
+    other = np.zeros_like(stick)
+    other[10:30, 40:43] = True
+    assert tolerant_overlap(stick, other, 2) == 0.0
+    assert tolerant_overlap(stick, stick, 0) == 1.0

@@ -18,7 +18,10 @@ window's prompts:
   prompts (dormant, then ended as above, unless a detection revives it): a tracker can keep a
   ghost alive on its own output (SAM2 too), and without this it re-prompted itself forever.
 Tracked results replace a cached mask only when their quality (IoU with that frame's detections)
-beats it by ``hysteresis``. Pure numpy: no models, no files.
+beats it by ``hysteresis``. Masks are compared with a boundary tolerance of ``tolerance_px``
+(``masks.tolerant_overlap``): with plain IoU a thin object's own detection, a couple of pixels off,
+did not count as supporting it, did not refresh it and started a second layer beside it.
+Pure numpy: no models, no files.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workers.core.layers import FrameMask, LayerNamer
-from workers.core.masks import iou
+from workers.core.masks import grown, iou, tolerant_overlap
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class IdentityOptions:
     max_unsupported_windows: int = 4
     min_detected_frames: int = 3  # frames where a detection confirms the layer (quality ≥ 0.5)
     min_layer_frames: int = 1
+    tolerance_px: int = 2
 
 
 @dataclass
@@ -91,7 +95,7 @@ class IdentityBook:
         self._merge_duplicates(prompts)
         pairs = sorted(
             (
-                (iou(det.mask, prompts[lid]), i, lid)
+                (self._overlap(det.mask, prompts[lid]), i, lid)
                 for i, det in enumerate(detections)
                 for lid in prompts
                 if self.layers[lid].label == det.label
@@ -114,7 +118,7 @@ class IdentityBook:
         for i, det in enumerate(detections):
             if i in matched or not det.mask.any():
                 continue
-            if _covered_fraction(det.mask, prompts.values()) >= opts.new_layer_max_cover:
+            if _covered_fraction(det.mask, prompts.values(), opts.tolerance_px) >= opts.new_layer_max_cover:
                 continue
             revived = self._dormant_match(det, recent or {}, exclude=prompts.keys())
             lid = revived if revived is not None else self.new_layer(det.label, det.mask)
@@ -138,7 +142,7 @@ class IdentityBook:
             for old in sorted(prompts):
                 if old >= young or young not in prompts:
                     break
-                if iou(prompts[old], prompts[young]) >= self.options.duplicate_iou:
+                if self._overlap(prompts[old], prompts[young]) >= self.options.duplicate_iou:
                     self.aliases[young] = old
                     self.layers[young].merged_into, self.layers[young].ended = old, True
                     del prompts[young]
@@ -151,10 +155,13 @@ class IdentityBook:
             last = recent.get(lid, layer.last_mask)
             if last is None:
                 continue
-            score = iou(det.mask, last)
+            score = self._overlap(det.mask, last)
             if score >= best_iou:
                 best, best_iou = lid, score
         return best
+
+    def _overlap(self, a: np.ndarray, b: np.ndarray) -> float:
+        return tolerant_overlap(a, b, self.options.tolerance_px)
 
     def accepts(self, new_quality: float, cached_quality: float | None) -> bool:
         """Hysteresis: a tracked mask replaces a cached one only when clearly better."""
@@ -180,10 +187,11 @@ class IdentityBook:
         return keep
 
 
-def _covered_fraction(mask: np.ndarray, others: Iterable[np.ndarray]) -> float:
+def _covered_fraction(mask: np.ndarray, others: Iterable[np.ndarray], tolerance_px: int = 0) -> float:
     union = np.zeros_like(mask)
     for other in others:
         union |= other
+    union = grown(union, tolerance_px)
     area = mask.sum()
     return float((mask & union).sum() / area) if area else 1.0
 

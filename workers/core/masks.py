@@ -15,6 +15,25 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def grown(mask: np.ndarray, px: int) -> np.ndarray:
+    """``mask`` dilated by a disc of radius ``px``."""
+    if px <= 0:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def tolerant_overlap(a: np.ndarray, b: np.ndarray, px: int) -> float:
+    """How much two masks agree when a boundary ``px`` pixels off still counts as agreeing: the
+    share of each mask's pixels within ``px`` of the other, averaged over both (1: each lies along
+    the other). Plain IoU cannot judge thin objects: a stick 3 px wide, segmented 2 px fat on one
+    frame, has IoU 0.4 with itself. With ``px`` 0 this is the Dice overlap."""
+    area = int(a.sum()) + int(b.sum())
+    if not area:
+        return 0.0
+    return float(((a & grown(b, px)).sum() + (b & grown(a, px)).sum()) / area)
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     out: np.ndarray = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
     return out

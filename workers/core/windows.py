@@ -5,6 +5,7 @@ Indices are positions in the shot's frame list (0-based), not plate frame number
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 
@@ -38,3 +39,13 @@ def keyframe_windows(frames: int, step: int) -> list[Window]:
     """Grounded-SAM-2's continuous-ID schedule: a window every ``step`` frames, forward only, each
     reaching the next keyframe (inclusive) so detections there are matched to propagated masks."""
     return [Window(s, min(s + step, frames - 1), True) for s in range(0, frames, step)]
+
+
+def short_gaps(present: list[int], max_gap: int) -> list[tuple[int, int]]:
+    """Runs of positions (first, last) a layer is missing from between two positions it is on,
+    at most ``max_gap`` long: drop-outs to track again, not exits (an exit has no far side)."""
+    gaps = []
+    for before, after in itertools.pairwise(present):
+        if 1 < after - before <= max_gap + 1:
+            gaps.append((before + 1, after - 1))
+    return gaps

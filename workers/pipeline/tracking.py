@@ -19,7 +19,7 @@ from workers.core.identity import IdentityBook, IdentityOptions, detection_quali
 from workers.core.layers import LayerLinker, LayerNamer
 from workers.core.masks import iou
 from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins
-from workers.core.windows import keyframe_windows, plan_windows
+from workers.core.windows import keyframe_windows, plan_windows, short_gaps
 from workers.pipeline.appearance import end_descriptors
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
 from workers.pipeline.stages import Shot, StageClock
@@ -74,6 +74,8 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
             _run_window(shot, window.positions, prompts, book)
         clock.tick()
     _fold_aliases(shot.layers, n, book)
+    if shot.options.max_gap_frames:
+        _fill_gaps(shot, book, n)
     if shot.options.reentry:
         _join_reentries(shot, book, n)
     shot.layers.flush()
@@ -83,18 +85,50 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     return [_layer_info(layer.id, layer.name, layer.label, stats, shot) for layer in kept]
 
 
-def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
-    """Layers that are an earlier layer's object come back continue it (``workers.core.reentry``).
-    Only layers that will be written take part: a ghost must not be joined into a real layer."""
+def _written_layers(shot: Shot, book: IdentityBook, frames: int) -> list[int]:
+    """Layers that will be written (not merged away, confirmed by detections): only they are
+    gap-filled and joined, so a ghost is neither grown nor joined into a real layer."""
     stats = layer_stats(shot.layers, frames)
     opts = book.options
-    candidates = [
+    return [
         lid
         for lid, layer in book.layers.items()
         if layer.merged_into is None
         and stats.present.get(lid, 0) >= opts.min_layer_frames
         and stats.detected.get(lid, 0) >= opts.min_detected_frames
     ]
+
+
+def _fill_gaps(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Track a layer again across a short drop-out (``max_gap_frames``): from its mask before the
+    gap forward, then from its mask after the gap backward over what is still missing. Every
+    window lost the object there (a tracker loses a small or fast object now and then); one more
+    short track from either side usually bridges it, and frames where the object really is gone
+    (out of frame, hidden) come back empty and stay so."""
+    assert shot.models.tracker is not None, "the farm strategy needs a tracker"
+    present: dict[int, list[int]] = {lid: [] for lid in _written_layers(shot, book, frames)}
+    for pos in range(frames):
+        for lid in shot.layers.get(pos):
+            if lid in present:
+                present[lid].append(pos)
+    for lid, positions in present.items():
+        for first, last in short_gaps(positions, shot.options.max_gap_frames):
+            for span in (range(first - 1, last + 1), range(last + 1, first - 2, -1)):
+                prompt = shot.layers.get(span[0])[lid].mask
+                frames_ = shot.source.window(span)
+                for pos, (_, outputs) in zip(span, shot.models.tracker.track(frames_, {lid: prompt}), strict=False):
+                    mask = outputs[lid] > 0
+                    cache = shot.layers.get(pos)
+                    if pos == span[0] or lid in cache or not mask.any():
+                        continue
+                    quality = detection_quality(mask, shot.detections.get(pos), book.layers[lid].label)
+                    cache[lid] = TrackedMask(quantize_logits(outputs[lid]), quality)
+                    shot.layers.put(pos, cache)
+
+
+def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Layers that are an earlier layer's object come back continue it (``workers.core.reentry``)."""
+    candidates = _written_layers(shot, book, frames)
     if len(candidates) < 2:
         return
     positions: dict[int, list[int]] = {lid: [] for lid in candidates}
