@@ -44,6 +44,9 @@ from workers.core.refine import LayerBook, RefineError, doubts
 from workers.io.atomic import write_json_atomic
 from workers.io.review import layer_colour
 from workers.io.sequence import SequencePattern
+from workers.models.builder import resolve_device
+from workers.pipeline.edges import edge_refiner
+from workers.pipeline.export_frames import ExportFrames
 from workers.pipeline.refine import apply_edit
 from workers.pipeline.refine_delivery import deliver_version
 from workers.runtime.model_cache import ModelCache
@@ -260,9 +263,23 @@ class RefineService:
             "mattefarm/edits": str(len(edits)),
             "mattefarm/refinedBy": grant.user,
         }
+        decoder, options = session.frames.decoder, job.spec.options
+        plate_size = (decoder.plate.width, decoder.plate.height)
+        edges = edge_refiner(
+            options.edges, options.edge_eps, plate_size, decoder.size, resolve_device(self.settings.device)
+        )
+        plate = ExportFrames(decoder, job.frames)
         try:
             with session.lock:
-                written, rewritten = deliver_version(book, job.frames, parent_pattern.path_for, output.path_for, header)
+                written, rewritten = deliver_version(
+                    book,
+                    job.frames,
+                    parent_pattern.path_for,
+                    output.path_for,
+                    header,
+                    edges=edges,
+                    guide_for=plate.guide,
+                )
                 manifest = version_dir / f"{stem}.json"
                 write_json_atomic(
                     manifest,

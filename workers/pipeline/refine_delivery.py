@@ -20,7 +20,7 @@ from workers.core.masks import mask_to_logits
 from workers.core.refine import LayerBook
 from workers.io import cryptomatte
 from workers.io.exr import read_exr_channels, to_half, write_exr_atomic
-from workers.pipeline.export import matte_channels, plate_matte
+from workers.pipeline.export import EdgeRefinement, matte_channels, plate_matte, snap
 
 
 def load_book(
@@ -53,9 +53,13 @@ def deliver_version(
     header: dict[str, Any],
     *,
     progress: Callable[[int], None] = lambda done: None,
+    edges: EdgeRefinement | None = None,
+    guide_for: Callable[[int], np.ndarray] | None = None,
 ) -> tuple[list[Path], int]:
     """Write every frame of the next version; returns the paths and how many frames had a layer
-    made anew from its mask (the rest are the parent's mattes under the current layer names)."""
+    made anew from its mask (the rest are the parent's mattes under the current layer names).
+    ``edges`` refines the remade layers' edges as the export refined the automatic pass's, guided
+    by ``guide_for(frame)``, so a fixed layer's edges match its neighbours'."""
     names = list(book.layers)
     written: list[Path] = []
     rewritten = 0
@@ -70,7 +74,10 @@ def deliver_version(
             if pos not in layer.masks:
                 halves.append(empty)
             elif pos in book.changed.get(name, set()) or not layer.sources:
-                halves.append(to_half(plate_matte(mask_to_logits(layer.masks[pos]), size)))
+                matte = plate_matte(mask_to_logits(layer.masks[pos]), size)
+                if edges is not None and guide_for is not None:
+                    matte = snap(edges.refine(matte, guide_for(frame)))
+                halves.append(to_half(matte))
                 anew = True
             else:
                 copied = [parent[f"{source}.A"] for source in sorted(layer.sources) if f"{source}.A" in parent]
