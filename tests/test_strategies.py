@@ -65,3 +65,5 @@ def test_compare_refuses_unknown_scenarios_and_sizes(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--scenarios" in bad.output and "decoy" in bad.output
     bad = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--sizes", "640-360"])
     assert bad.exit_code == 2 and "--sizes" in bad.output and "WIDTHxHEIGHT" in bad.output
+    bad = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--strategy", "greedy"])
+    assert bad.exit_code == 2 and "--strategy" in bad.output

@@ -97,6 +97,13 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
     show_default=True,
     help="hard: miss 0.3, false boxes 0.6, track loss 0.06, mask noise 4 px, box jitter 0.1.",
 )
+@click.option(
+    "--strategy",
+    "strategy_names",
+    multiple=True,
+    type=click.Choice([s.value for s in Strategy]),
+    help="Strategies to run (repeat; default all three).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def compare(
     workdir: Path,
@@ -108,6 +115,7 @@ def compare(
     scenarios: str,
     sizes: str,
     noise_level: str,
+    strategy_names: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
@@ -122,13 +130,15 @@ def compare(
         raise click.BadParameter(f"use some of {', '.join(SCENARIOS)} or 'all'", param_hint="--scenarios")
     plate_sizes = tuple(parse_size(one, "--sizes") for one in sizes.split(","))
     noise = HARD_NOISE if noise_level == "hard" else SyntheticNoise()
+    chosen = tuple(Strategy(name) for name in strategy_names) if strategy_names else tuple(Strategy)
     with console.status("running…") as status:
         results = run_compare(
             workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
-            noise=noise, scenarios=kinds, sizes=plate_sizes, progress=lambda what: status.update(f"done: {what}"),
+            noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen,
+            progress=lambda what: status.update(f"done: {what}"),
         )  # fmt: skip
     rows: list[dict[str, Any]] = []
-    for strategy in Strategy:
+    for strategy in chosen:
         mine = [r for r in results if r.strategy == strategy]
         late = [r.score.late_recall for r in mine if r.score.late_recall is not None]
         rows.append(
