@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, similarity
+from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, similarity, touched_edge
 
 
 def _look(*weights: float) -> np.ndarray:
@@ -56,3 +56,24 @@ def test_when_two_ended_layers_look_alike_neither_is_guessed() -> None:
 def test_an_object_that_leaves_twice_stays_one_layer() -> None:
     spans = [_span(1, 0, 10, RED), _span(2, 20, 30, RED), _span(3, 40, 50, RED2)]
     assert plan_joins(spans, ReentryOptions()) == {2: 1, 3: 1}
+
+
+def test_out_through_one_edge_and_in_through_another_is_another_object() -> None:
+    def span(lid: int, first: int, last: int, entry: str | None, exit_: str | None) -> LayerSpan:
+        return LayerSpan(lid, "car", first, last, 1000, RED, RED, entry_edge=entry, exit_edge=exit_)
+
+    decoy = [span(1, 0, 13, None, "right"), span(2, 22, 39, "left", None)]
+    assert plan_joins(decoy, ReentryOptions()) == {}
+    back = [span(1, 0, 13, None, "right"), span(2, 22, 39, "right", None)]
+    assert plan_joins(back, ReentryOptions()) == {2: 1}
+    hidden = [span(1, 0, 13, None, None), span(2, 22, 39, "left", None)]  # left behind something
+    assert plan_joins(hidden, ReentryOptions()) == {2: 1}
+
+
+def test_touched_edge_names_the_side_a_mask_is_cut_by() -> None:
+    mask = np.zeros((10, 20), bool)
+    assert touched_edge(mask) is None
+    mask[3:6, 15:20] = True
+    assert touched_edge(mask) == "right"
+    mask[0:2, 0:12] = True
+    assert touched_edge(mask) == "top"

@@ -15,6 +15,9 @@ Here, after tracking:
 - sizes must be plausible: the larger of the two layers' biggest masks at most ``max_area_ratio``
   times the smaller (masks cut by the frame edge do not count; a layer never seen whole has an
   area of 0, and its size is not judged);
+- motion must be plausible: a layer that left through one edge of the frame comes back through
+  that edge (it turned round) or away from the edges (it was hidden); entering through another
+  edge a few frames later is another object (a decoy of the same label and a similar look);
 - a later layer continues the earlier one only when the best candidate is similar enough
   (``min_similarity``) and clearly better than the runner-up (``margin``), so a decoy of the same
   label and a similar look is not joined on a coin toss. Joins chain (an object may leave twice).
@@ -49,6 +52,8 @@ class LayerSpan:
     max_area: int
     entry: np.ndarray
     exit: np.ndarray
+    entry_edge: str | None = None  # the frame edge its first mask touches ("left", …), if any
+    exit_edge: str | None = None  # the frame edge its last mask touches, if any
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,6 +71,7 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
     # leaves with the later one's look.
     tail_last = {s.id: s.last for s in spans}
     tail_exit = {s.id: s.exit for s in spans}
+    tail_edge = {s.id: s.exit_edge for s in spans}
     max_area = {s.id: s.max_area for s in spans}
     for later in sorted(spans, key=lambda s: (s.first, s.id)):
         scored = []
@@ -75,6 +81,9 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
                 continue
             if tail_last[head] >= later.first:
                 continue  # they share a frame (or overlap in time): two objects
+            left, came = tail_edge[head], later.entry_edge
+            if left is not None and came is not None and left != came:
+                continue  # out through one edge, in through another: not the same object back
             small, big = sorted((max_area[head], later.max_area))
             if small > 0 and big > options.max_area_ratio * small:
                 continue  # (an area of 0: never seen whole, size unknown)
@@ -88,5 +97,18 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
         joins[later.id] = head
         tail_last[head] = later.last
         tail_exit[head] = later.exit
+        tail_edge[head] = later.exit_edge
         max_area[head] = max(max_area[head], later.max_area)
     return joins
+
+
+def touched_edge(mask: np.ndarray) -> str | None:
+    """The frame edge a mask touches most ("left", "right", "top", "bottom"), or None."""
+    counts = {
+        "left": int(mask[:, 0].sum()),
+        "right": int(mask[:, -1].sum()),
+        "top": int(mask[0].sum()),
+        "bottom": int(mask[-1].sum()),
+    }
+    edge = max(counts, key=lambda k: counts[k])
+    return edge if counts[edge] else None

@@ -18,7 +18,7 @@ from schemas import LayerInfo, PipelineOptions, StageName, Strategy
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
 from workers.core.layers import LayerLinker, LayerNamer
 from workers.core.masks import iou
-from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins
+from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_edge
 from workers.core.windows import keyframe_windows, plan_windows, short_gaps
 from workers.pipeline.appearance import end_descriptors
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
@@ -138,7 +138,7 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
             if lid in positions:
                 positions[lid].append(pos)
                 mask = tracked.mask
-                if not _touches_border(mask):  # cut by the frame edge, an area says nothing of size
+                if touched_edge(mask) is None:  # cut by the frame edge, an area says nothing of size
                     areas[lid] = max(areas[lid], int(mask.sum()))
 
     def image(pos: int) -> np.ndarray:
@@ -152,15 +152,12 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
 
         entry, exit_ = end_descriptors(positions[lid], image, mask_at)
         first, last = positions[lid][0], positions[lid][-1]
-        spans.append(LayerSpan(lid, book.layers[lid].label, first, last, areas[lid], entry, exit_))
+        edges = touched_edge(mask_at(first)), touched_edge(mask_at(last))
+        spans.append(LayerSpan(lid, book.layers[lid].label, first, last, areas[lid], entry, exit_, *edges))
     joins = plan_joins(spans, ReentryOptions(min_similarity=shot.options.reentry_similarity))
     for later, earlier in joins.items():
         book.join(later, earlier)
     _fold_aliases(shot.layers, frames, book)
-
-
-def _touches_border(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def _recent_masks(
