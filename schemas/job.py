@@ -115,7 +115,7 @@ class PipelineOptions(BaseModel):
         ge=0,
         le=500,
         description="A layer missing for at most this many frames between frames it is on is tracked "
-        "again across the gap (0: never).",
+        "again across the gap, and past its first and last frame as far while the tracker finds it (0: never).",
     )
     reentry: bool = Field(
         True, description="Continue a layer when its object comes back after leaving frame (farm strategy)."

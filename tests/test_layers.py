@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.core.layers import FrameMask, LayerLinker, channel_safe, layer_name
-from workers.core.masks import iou
+from workers.core.layers import FrameMask, LayerLinker, channel_safe, layer_name, nested_pairs
+from workers.core.masks import contained, iou
 
 
 def square(x: int, y: int, size: int = 10, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
@@ -61,3 +61,20 @@ def test_layer_keeps_first_last_frame_and_mean_score() -> None:
     (layer,) = linker.layers
     assert (layer.first_frame, layer.last_frame, layer.frames) == (10, 12, 3)
     assert abs(layer.mean_score - 0.8) < 1e-9
+
+
+def test_a_layer_inside_another_on_most_shared_frames_is_part_of_it() -> None:
+    shared = {(1, 3): 10, (2, 3): 10, (1, 2): 10, (1, 4): 2}
+    inside = {(1, 3): 4, (2, 3): 9, (1, 4): 2}
+    # 3 lay inside 2 on 9 of 10 frames (inside 1 on only 4); 4 shares too few frames to judge
+    assert nested_pairs(inside, shared) == [(2, 3)]
+    assert nested_pairs({}, shared) == []
+
+
+def test_contained_is_the_share_of_a_mask_inside_another() -> None:
+    whole = np.zeros((20, 20), bool)
+    whole[2:18, 2:18] = True
+    part = np.zeros_like(whole)
+    part[4:10, 4:10] = True
+    assert contained(part, whole, 0) == 1.0 and contained(whole, part, 0) < 0.2
+    assert contained(np.zeros_like(whole), whole, 2) == 0.0

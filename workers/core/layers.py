@@ -99,3 +99,22 @@ class LayerLinker:
             layer.score_sum += m.score
             result.append(layer.index)
         return result
+
+
+NESTED_SHARE = 0.9  # a mask this much inside another is part of it …
+NESTED_FRAMES = 0.6  # … and a layer inside another on this share of their shared frames is part of it
+NESTED_MIN_FRAMES = 3
+
+
+def nested_pairs(inside: dict[tuple[int, int], int], shared: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
+    """(older, younger) layer pairs where the younger lay inside the older on at least
+    ``NESTED_FRAMES`` of the (at least ``NESTED_MIN_FRAMES``) frames they share; each younger layer
+    joins at most one older one, the one it lay inside most often."""
+    best: dict[int, tuple[float, int]] = {}
+    for (old, young), count in shared.items():
+        if count < NESTED_MIN_FRAMES:
+            continue
+        share = inside.get((old, young), 0) / count
+        if share >= NESTED_FRAMES and share > best.get(young, (0.0, 0))[0]:
+            best[young] = (share, old)
+    return sorted((old, young) for young, (_, old) in best.items())

@@ -34,6 +34,12 @@ def tolerant_overlap(a: np.ndarray, b: np.ndarray, px: int) -> float:
     return float(((a & grown(b, px)).sum() + (b & grown(a, px)).sum()) / area)
 
 
+def contained(inner: np.ndarray, outer: np.ndarray, px: int) -> float:
+    """The share of ``inner``'s pixels within ``px`` of ``outer`` (1: it lies inside it)."""
+    area = int(inner.sum())
+    return float((inner & grown(outer, px)).sum() / area) if area else 0.0
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     out: np.ndarray = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
     return out

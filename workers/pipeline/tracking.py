@@ -16,8 +16,8 @@ import numpy as np
 
 from schemas import LayerInfo, PipelineOptions, StageName, Strategy
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
-from workers.core.layers import LayerLinker, LayerNamer
-from workers.core.masks import iou
+from workers.core.layers import NESTED_SHARE, LayerLinker, LayerNamer, nested_pairs
+from workers.core.masks import contained, iou
 from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_edge
 from workers.core.windows import keyframe_windows, plan_windows, short_gaps
 from workers.pipeline.appearance import end_descriptors
@@ -74,6 +74,7 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
             _run_window(shot, window.positions, prompts, book)
         clock.tick()
     _fold_aliases(shot.layers, n, book)
+    _merge_nested(shot, book, n)
     if shot.options.max_gap_frames:
         _fill_gaps(shot, book, n)
     if shot.options.reentry:
@@ -99,31 +100,81 @@ def _written_layers(shot: Shot, book: IdentityBook, frames: int) -> list[int]:
     ]
 
 
+def _merge_nested(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Two layers of one object, the younger lying inside the older on most frames they share (a
+    box cut short by jitter gave a partial mask, tracked beside the whole one): the younger joins
+    the older (``workers.core.layers.nested_pairs``). Window starts merge duplicates by overlap;
+    a part inside a whole never overlaps it enough to be caught there."""
+    written = _written_layers(shot, book, frames)
+    if len(written) < 2:
+        return
+    inside: dict[tuple[int, int], int] = {}
+    shared: dict[tuple[int, int], int] = {}
+    tolerance = book.options.tolerance_px
+    for pos in range(frames):
+        cache = shot.layers.get(pos)
+        here = [lid for lid in written if lid in cache]
+        for young in here:
+            for old in here:
+                if old >= young:
+                    continue
+                shared[old, young] = shared.get((old, young), 0) + 1
+                if contained(cache[young].mask, cache[old].mask, tolerance) >= NESTED_SHARE:
+                    inside[old, young] = inside.get((old, young), 0) + 1
+    for old, young in nested_pairs(inside, shared):
+        book.join(young, old)
+    _fold_aliases(shot.layers, frames, book)
+
+
 def _fill_gaps(shot: Shot, book: IdentityBook, frames: int) -> None:
     """Track a layer again across a short drop-out (``max_gap_frames``): from its mask before the
-    gap forward, then from its mask after the gap backward over what is still missing. Every
-    window lost the object there (a tracker loses a small or fast object now and then); one more
-    short track from either side usually bridges it, and frames where the object really is gone
-    (out of frame, hidden) come back empty and stay so."""
+    gap forward, then from its mask after the gap backward over what is still missing; and past
+    its ends, up to as far, while the tracker still finds it. Every window lost the object there
+    (a tracker loses a small or fast object now and then); one more short track usually bridges
+    it, and frames where the object really is gone (out of frame, hidden) come back empty."""
     assert shot.models.tracker is not None, "the farm strategy needs a tracker"
+    reach = shot.options.max_gap_frames
     present: dict[int, list[int]] = {lid: [] for lid in _written_layers(shot, book, frames)}
     for pos in range(frames):
         for lid in shot.layers.get(pos):
             if lid in present:
                 present[lid].append(pos)
     for lid, positions in present.items():
-        for first, last in short_gaps(positions, shot.options.max_gap_frames):
-            for span in (range(first - 1, last + 1), range(last + 1, first - 2, -1)):
-                prompt = shot.layers.get(span[0])[lid].mask
-                frames_ = shot.source.window(span)
-                for pos, (_, outputs) in zip(span, shot.models.tracker.track(frames_, {lid: prompt}), strict=False):
-                    mask = outputs[lid] > 0
-                    cache = shot.layers.get(pos)
-                    if pos == span[0] or lid in cache or not mask.any():
-                        continue
-                    quality = detection_quality(mask, shot.detections.get(pos), book.layers[lid].label)
-                    cache[lid] = TrackedMask(quantize_logits(outputs[lid]), quality)
-                    shot.layers.put(pos, cache)
+        if not positions:
+            continue
+        spans: list[tuple[range, bool]] = []
+        for first, last in short_gaps(positions, reach):
+            spans += [(range(first - 1, last + 1), False), (range(last + 1, first - 2, -1), False)]
+        head, tail = positions[0], positions[-1]
+        if head > 0:
+            spans.append((range(head, max(-1, head - reach - 1), -1), True))
+        if tail < frames - 1:
+            spans.append((range(tail, min(frames, tail + reach + 1)), True))
+        for span, until_lost in spans:
+            _track_span(shot, book, lid, span, until_lost)
+
+
+def _track_span(shot: Shot, book: IdentityBook, lid: int, span: range, until_lost: bool) -> None:
+    """Track one layer from its mask at ``span[0]`` over the rest of ``span``, filling only frames
+    it is missing from; ``until_lost``: stop at the first frame the tracker does not find it."""
+    assert shot.models.tracker is not None
+    prompt = shot.layers.get(span[0])[lid].mask
+    for pos, (_, outputs) in zip(
+        span, shot.models.tracker.track(shot.source.window(span), {lid: prompt}), strict=False
+    ):
+        if pos == span[0]:
+            continue
+        mask = outputs[lid] > 0
+        if not mask.any():
+            if until_lost:
+                break
+            continue
+        cache = shot.layers.get(pos)
+        if lid in cache:
+            continue
+        quality = detection_quality(mask, shot.detections.get(pos), book.layers[lid].label)
+        cache[lid] = TrackedMask(quantize_logits(outputs[lid]), quality)
+        shot.layers.put(pos, cache)
 
 
 def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
