@@ -101,9 +101,9 @@ def _written_layers(shot: Shot, book: IdentityBook, frames: int) -> list[int]:
 
 
 def _merge_nested(shot: Shot, book: IdentityBook, frames: int) -> None:
-    """Two layers of one object, the younger lying inside the older on most frames they share (a
-    box cut short by jitter gave a partial mask, tracked beside the whole one): the younger joins
-    the older (``workers.core.layers.nested_pairs``). Window starts merge duplicates by overlap;
+    """Two layers of one object, the smaller mask lying inside the larger on most frames they share
+    (a box cut short by jitter gave a partial mask, tracked beside the whole one; or a twin): the
+    younger joins the older (``workers.core.layers.nested_pairs``). Window starts merge duplicates by overlap;
     a part inside a whole never overlaps it enough to be caught there."""
     written = _written_layers(shot, book, frames)
     if len(written) < 2:
@@ -119,7 +119,9 @@ def _merge_nested(shot: Shot, book: IdentityBook, frames: int) -> None:
                 if old >= young:
                     continue
                 shared[old, young] = shared.get((old, young), 0) + 1
-                if contained(cache[young].mask, cache[old].mask, tolerance) >= NESTED_SHARE:
+                a, b = cache[young].mask, cache[old].mask
+                smaller, larger = (a, b) if a.sum() <= b.sum() else (b, a)  # a twin a little fatter counts too
+                if contained(smaller, larger, tolerance) >= NESTED_SHARE:
                     inside[old, young] = inside.get((old, young), 0) + 1
     for old, young in nested_pairs(inside, shared):
         book.join(young, old)
