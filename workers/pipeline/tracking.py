@@ -77,6 +77,7 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     _merge_nested(shot, book, n)
     if shot.options.max_gap_frames:
         _fill_gaps(shot, book, n)
+        _merge_nested(shot, book, n)  # filled frames can make two layers of one object meet
     if shot.options.reentry:
         _join_reentries(shot, book, n)
     shot.layers.flush()
