@@ -83,6 +83,21 @@ def test_duplicates_merge_into_the_older_layer() -> None:
     assert list(b3.window_prompts([], {1: disc(20, 20), 2: disc(21, 20)})) == [1] and b3.aliases == {2: 1}
 
 
+def test_a_ghost_that_drifts_onto_a_supported_layer_is_the_one_merged_away() -> None:
+    # Layer 1 (a false "box") is held still by the tracker with no box detection behind it; layer
+    # 2 follows a ball its detections keep confirming. When the ghost lands on the ball, keeping
+    # the older layer gave the ball the label "box" for the whole shot.
+    b = book()
+    b.window_prompts([det(disc(70, 40), "box")], {})
+    b.window_prompts([det(disc(20, 20))], {1: disc(70, 40)})
+    for x in (22, 24):
+        b.window_prompts([det(disc(x, 20))], {1: disc(70, 40), 2: disc(x, 20)})
+    assert b.layers[1].unsupported_windows == 3 and b.layers[2].unsupported_windows == 0
+    prompts = b.window_prompts([], {1: disc(26, 20), 2: disc(26, 21)})
+    assert list(prompts) == [2] and b.aliases == {1: 2} and b.root(1) == 2
+    assert b.layers[2].label == "ball"
+
+
 def test_labels_never_share_a_layer() -> None:
     b = book()
     b.window_prompts([det(disc(20, 20), "ball")], {})

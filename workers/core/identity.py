@@ -9,8 +9,9 @@ window's prompts:
 - a detection mostly uncovered revives a dormant layer whose most recent mask it overlaps (the
   object came back), or else starts a new layer;
 - two layers whose masks overlap at ``duplicate_iou`` are one object whatever their labels (the
-  detector's label can be wrong): the younger is merged into the older (``aliases``), and the track
-  stage folds its frames in;
+  detector's label can be wrong): one is merged into the other (``aliases``), the track stage
+  folds its frames in; the one kept is the one detections of its label support more recently,
+  the older on a tie;
 - a layer missing from a window start is dormant; after ``max_empty_windows`` such starts in a row
   it ends for the rest of the pass;
 - a layer carried only by its own cached masks — no detection of its label overlapping it at
@@ -142,10 +143,21 @@ class IdentityBook:
             for old in sorted(prompts):
                 if old >= young or young not in prompts:
                     break
-                if self._overlap(prompts[old], prompts[young]) >= self.options.duplicate_iou:
-                    self.aliases[young] = old
-                    self.layers[young].merged_into, self.layers[young].ended = old, True
-                    del prompts[young]
+                if old not in prompts or self._overlap(prompts[old], prompts[young]) < self.options.duplicate_iou:
+                    continue
+                keep, lose = self._survivor(old, young)
+                self.aliases[lose] = keep
+                self.layers[lose].merged_into, self.layers[lose].ended = keep, True
+                del prompts[lose]
+
+    def _survivor(self, old: int, young: int) -> tuple[int, int]:
+        """(kept, merged) of two layers found to be one object: the one its detections support
+        more recently, the older on a tie. A ghost held still by the tracker on a false box can
+        drift onto a real object; kept because it was older, it gave that object the false box's
+        label for the whole shot (and a switch where the real layer had been)."""
+        if self.layers[young].unsupported_windows < self.layers[old].unsupported_windows:
+            return young, old
+        return old, young
 
     def _dormant_match(self, det: FrameMask, recent: dict[int, np.ndarray], exclude: Container[int]) -> int | None:
         best, best_iou = None, self.options.revive_iou
