@@ -74,11 +74,15 @@ class FrameSource:
             future = self._pending.pop(pos, None)
             image = future.result() if future is not None else self._decode(pos)
             self.wait_s += time.monotonic() - started
-            frame = ModelFrame(self.frames[pos], image, self.decoder.plate.path_for(self.frames[pos]))
-            self._cache[pos] = frame
-            while len(self._cache) > self.keep:
-                self._cache.popitem(last=False)
+            frame = self._keep(pos, image)
         self._prefetch(pos, step)
+        return frame
+
+    def _keep(self, pos: int, image: np.ndarray) -> ModelFrame:
+        frame = ModelFrame(self.frames[pos], image, self.decoder.plate.path_for(self.frames[pos]))
+        self._cache[pos] = frame
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
         return frame
 
     def _decode(self, pos: int) -> np.ndarray:
@@ -95,7 +99,13 @@ class FrameSource:
         ]
         for stale in [p for p in self._pending if p not in wanted]:
             future = self._pending[stale]
-            if future.done() or future.cancel():  # a running decode finishes and is dropped later
+            if future.done():
+                # Decoded already: keep it (a stage reading every 5th frame left four behind each
+                # time, and dropping them made the track stage decode them again: 5.4 decodes a frame).
+                del self._pending[stale]
+                if future.exception() is None:
+                    self._keep(stale, future.result())
+            elif future.cancel():  # a running decode finishes and is dropped later
                 del self._pending[stale]
         for p in wanted:
             if p not in self._cache and p not in self._pending:
