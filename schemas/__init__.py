@@ -6,6 +6,7 @@ from schemas.frames import FrameRangeError, format_frame_range, parse_frame_rang
 from schemas.job import (
     STAGE_ORDER,
     Counters,
+    DetectMode,
     EdgeMode,
     JobHeader,
     JobPage,
@@ -25,6 +26,7 @@ from schemas.job import (
     StageStatus,
     Strategy,
     SubmitResponse,
+    TrackingMode,
     split_prompt,
 )
 from schemas.worker import (
@@ -40,6 +42,7 @@ from schemas.worker import (
 __all__ = [
     "STAGE_ORDER",
     "Counters",
+    "DetectMode",
     "EdgeMode",
     "ErrorBody",
     "Event",
@@ -68,6 +71,7 @@ __all__ = [
     "StageStatus",
     "Strategy",
     "SubmitResponse",
+    "TrackingMode",
     "Unplaceable",
     "WorkerInfo",
     "WorkerState",

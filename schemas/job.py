@@ -54,6 +54,20 @@ class EdgeMode(StrEnum):
     UPSAMPLE = "upsample"  # bilinear upsampling of the logits only
 
 
+class TrackingMode(StrEnum):
+    """How the farm strategy carries layers through a pass."""
+
+    WINDOWS = "windows"  # a fresh SAM2 window of window_frames from every refresh (the reference)
+    SWEEP = "sweep"  # one SAM2 pass per direction, prompted again at every refresh
+
+
+class DetectMode(StrEnum):
+    """Where the detector runs (farm strategy)."""
+
+    EVERY = "every"  # every frame
+    REFRESH = "refresh"  # only where a tracking pass refreshes its layers, the only frames that decide identities
+
+
 class MissingFrames(StrEnum):
     REFUSE = "refuse"
     SKIP = "skip"
@@ -78,6 +92,12 @@ class PipelineOptions(BaseModel):
     box_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Detector box score threshold.")
     text_threshold: float = Field(0.25, ge=0.0, le=1.0, description="Detector text-token threshold.")
     max_detections: int = Field(50, ge=1, le=900, description="Best-scoring boxes kept per frame.")
+    detect: DetectMode = Field(
+        DetectMode.EVERY,
+        description="every: detect and segment every frame; refresh (farm strategy): only the frames where a "
+        "tracking pass refreshes its layers (every refresh_every-th, and the last), the only frames whose "
+        "detections decide identities; tracked masks fill the rest.",
+    )
     # per-frame clean-up
     min_island_px: int = Field(64, ge=0, description="Mask islands smaller than this (working px) are dropped.")
     min_hole_px: int = Field(64, ge=0, description="Holes smaller than this (working px) are filled.")
@@ -96,6 +116,12 @@ class PipelineOptions(BaseModel):
         description="Frames per tracking window (formerly chunk_size).",
     )
     refresh_every: int = Field(5, ge=1, le=500, description="A tracking window starts every N frames.")
+    tracking: TrackingMode = Field(
+        TrackingMode.WINDOWS,
+        description="farm strategy: windows (a fresh window of window_frames from every refresh, each frame "
+        "tracked about 2 × window_frames / refresh_every times) or sweep (one pass each way that keeps SAM2's "
+        "memory and takes the same refresh prompts, each frame tracked twice).",
+    )
     match_iou: float = Field(0.9, gt=0.0, le=1.0, description="IoU at which a detection refreshes a layer.")
     new_layer_max_cover: float = Field(
         0.2, gt=0.0, le=1.0, description="A detection covered less than this by layers starts a new one."
@@ -154,6 +180,8 @@ class PipelineOptions(BaseModel):
     def _refresh_within_window(self) -> PipelineOptions:
         if self.refresh_every > self.window_frames:
             raise ValueError("options.refresh_every must not exceed options.window_frames")
+        if self.detect == DetectMode.REFRESH and self.strategy != Strategy.FARM:
+            raise ValueError("options.detect 'refresh' needs the farm strategy (the others link detections per frame)")
         return self
 
 

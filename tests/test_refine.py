@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from workers.core.refine import LayerBook, RefineError, brush, propagation_spans
-from workers.models.interfaces import ModelFrame
+from workers.models.interfaces import ModelFrame, Sweep
 from workers.pipeline.refine import RefineEngine
 
 H, W = 40, 60
@@ -65,6 +65,9 @@ class ShiftingTracker:
                 moved = np.roll(mask, step, axis=1) if step < self.lose_after else np.zeros_like(mask)
                 out[oid] = np.where(moved, 8.0, -8.0).astype(np.float32)
             yield frame.frame, out
+
+    def sweep(self, frames: Sequence[ModelFrame]) -> Sweep:
+        raise AssertionError("propagating an edit tracks in windows from its keyframes; it never sweeps")
 
 
 def _frame(pos: int) -> ModelFrame:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import Progress
 from rich.status import Status
 from rich.table import Table
 
 from farm_config import get_settings
-from schemas import Strategy
+from schemas import DetectMode, Strategy, TrackingMode
 from services.cli.common import api_token, api_url, client, console, err, farm_errors, parse_size
 from services.load_benchmark import run_load
 
@@ -104,6 +105,13 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
     type=click.Choice([s.value for s in Strategy]),
     help="Strategies to run (repeat; default all three).",
 )
+@click.option(
+    "--tracking",
+    type=click.Choice([m.value for m in TrackingMode]),
+    default=TrackingMode.WINDOWS.value,
+    show_default=True,
+    help="The farm strategy's tracking: windows (20/5, the reference) or sweep (one pass each way).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def compare(
     workdir: Path,
@@ -116,6 +124,7 @@ def compare(
     sizes: str,
     noise_level: str,
     strategy_names: tuple[str, ...],
+    tracking: str,
     as_json: bool,
 ) -> None:
     """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
@@ -134,7 +143,7 @@ def compare(
     with console.status("running…") as status:
         results = run_compare(
             workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
-            noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen,
+            noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen, tracking=TrackingMode(tracking),
             progress=lambda what: status.update(f"done: {what}"),
         )  # fmt: skip
     rows: list[dict[str, Any]] = []
@@ -169,6 +178,7 @@ def compare(
             "first_seed": first_seed,
             "noise_seeds": noise_seeds,
             "noise": noise_level,
+            "tracking": tracking,
             "scenarios": list(kinds),
             "sizes": [f"{w}x{h}" for w, h in plate_sizes],
             "per_shot": [
@@ -194,7 +204,7 @@ def compare(
         "seg. calls/frame",
         "seconds",
         title=f"{shots} synthetic shots (seeds {first_seed}…, {', '.join(kinds)}) × {noise_seeds} noise seed(s) × "
-        f"{frames} frames, {noise_level} noise",
+        f"{frames} frames, {noise_level} noise, farm tracking: {tracking}",
     )
     for row in rows:
         late_text = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"
@@ -253,6 +263,27 @@ def compare(
     help="Frames per tracking window.",
 )
 @click.option("--refresh", type=click.IntRange(1, 500), default=5, show_default=True)
+@click.option(
+    "--tracking",
+    "trackings",
+    multiple=True,
+    type=click.Choice([m.value for m in TrackingMode]),
+    default=("windows",),
+    show_default=True,
+    help="The farm strategy's tracking modes to run (repeat for several).",
+)
+@click.option(
+    "--detect",
+    "detects",
+    multiple=True,
+    type=click.Choice([m.value for m in DetectMode]),
+    default=("every",),
+    show_default=True,
+    help="The farm strategy's detection: every frame, or only where layers refresh (repeat for several).",
+)
+@click.option(
+    "--repeat", type=click.IntRange(1, 20), default=1, show_default=True, help="Interleaved repetitions of each run."
+)
 @click.option("--feature-cache-mb", type=click.IntRange(0), default=512, show_default=True)
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("mattefarm-bench"), show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -264,26 +295,37 @@ def bench(
     sam2_image_size: int | None,
     window: int,
     refresh: int,
+    trackings: tuple[str, ...],
+    detects: tuple[str, ...],
+    repeat: int,
     feature_cache_mb: int,
     workdir: Path,
     as_json: bool,
 ) -> None:
     """Real SAM2 + GroundingDINO at random weights (shadowed by ground truth so the workload is a real
-    shot's): encoder passes per frame, seconds and peak resident memory, one fresh process per run."""
-    from workers.bench.models import run_in_subprocess, synthetic_plate
+    shot's): seconds per frame (min and median of interleaved repetitions) and per stage, tracking
+    steps per frame-object, encoder passes and decodes per frame, peak resident memory; one fresh
+    process per run."""
+    from workers.bench.models import run_in_subprocess, summarise, synthetic_plate
 
-    try:
-        width, height = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter("write the size as WIDTHxHEIGHT, e.g. 320x180", param_hint="--size") from None
+    width, height = parse_size(size, "--size")
+    plates = {frames: synthetic_plate(workdir, frames, width, height) for frames in frame_counts}
+    farm_modes = [(tracking, detect) for tracking in trackings for detect in detects]
+    runs = [
+        (frames, strategy, tracking, detect)
+        for frames in frame_counts
+        for strategy in strategies
+        for tracking, detect in (farm_modes if strategy == Strategy.FARM.value else farm_modes[:1])
+    ]
     rows = []
-    for frames in frame_counts:
-        plate = synthetic_plate(workdir, frames, width, height)
-        for strategy in strategies:
-            with console.status(f"{frames} frames, {strategy}…"):
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("benchmark runs", total=repeat * len(runs))
+        for _ in range(repeat):  # interleaved: a slow moment of the machine hits every configuration
+            for frames, strategy, tracking, detect in runs:
+                progress.update(bar, description=f"{frames} frames, {strategy} {tracking} {detect}")
                 rows.append(
                     run_in_subprocess(
-                        plate,
+                        plates[frames],
                         Strategy(strategy),
                         backend="shadow",
                         sam2_size=sam2_size,
@@ -292,31 +334,45 @@ def bench(
                         feature_cache_mb=feature_cache_mb,
                         max_side=max(width, height),
                         sam2_image_size=sam2_image_size,
+                        tracking=tracking,
+                        detect=detect,
                     )
                 )
+                progress.advance(bar)
+    summary = summarise(rows)
     if as_json:
-        console.print_json(json.dumps(rows))
+        console.print_json(json.dumps({"summary": summary, "runs": rows}))
         return
     table = Table(
         "frames",
         "strategy",
-        "encoder passes/frame",
-        "tracking steps",
-        "detector calls",
-        "seconds",
+        "runs",
+        "s/frame min",
+        "s/frame median",
+        "detect ms/f",
+        "segment ms/f",
+        "track ms/f",
+        "export ms/f",
+        "steps per object-frame",
+        "encoder passes/f",
+        "decodes/f",
         "peak RSS MiB",
         title=f"SAM 2.1 {sam2_size} (input {sam2_image_size or 1024} px) + GroundingDINO Swin-T, random weights, "
-        f"plate {size}, windows {window}/{refresh}",
+        f"plate {size}, refresh {refresh} (windows of {window})",
     )
-    for row in rows:
-        c = row["counters"]
+    for row in summary:
+        stage = row["stage_ms_per_frame"]
+        name = row["strategy"] + (f" ({row['tracking']})" if row["tracking"] != "-" else "")
         table.add_row(
             str(row["frames"]),
-            row["strategy"],
-            f"{row['encoder_passes_per_frame']:.3f}",
-            str(c.get("tracking_steps", 0)),
-            str(c.get("detector_calls", 0)),
-            f"{row['seconds']:.1f}",
+            name,
+            str(row["runs"]),
+            f"{row['s_per_frame_min']:.3f}",
+            f"{row['s_per_frame_median']:.3f}",
+            *(f"{stage[s]:.0f}" for s in ("detect", "segment", "track", "export")),
+            f"{row['steps_per_object_frame']:.2f}",
+            f"{row['encoder_passes_per_frame']:.2f}",
+            f"{row['decodes_per_frame']:.2f}",
             f"{row['peak_rss_mib']:.0f}",
         )
     console.print(table)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import PipelineOptions, StageName, Strategy
+from schemas import PipelineOptions, StageName, Strategy, TrackingMode
 from workers.io.plate import PlateDecoder
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
@@ -24,6 +24,11 @@ from workers.synthetic.shot import synthetic_decoder, write_shot
 
 
 class QuietReporter:
+    """Reports nothing; keeps each stage's seconds (a stage run in parts adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
     def started(self, stage: StageName, total: int) -> None:
         pass
 
@@ -31,7 +36,7 @@ class QuietReporter:
         pass
 
     def finished(self, stage: StageName, seconds: float) -> None:
-        pass
+        self.seconds[stage.value] = self.seconds.get(stage.value, 0.0) + seconds
 
     def cancel_requested(self) -> bool:
         return False
@@ -49,13 +54,16 @@ class RunResult:
 def run_shot(
     plate_pattern: str, classes: list[str], options: PipelineOptions, models: ModelSet, out_dir: Path
 ) -> dict[str, int]:
-    """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters."""
+    """The whole pipeline on one shot, writing EXRs into ``out_dir``; returns the model counters
+    and each stage's milliseconds (``ms_<stage>``)."""
     plate, decoder = synthetic_decoder(plate_pattern, options.max_side)
     scratch = out_dir / ".work"
-    result = analyse_shot(decoder, classes, options, models, QuietReporter(), scratch)
-    export_shot(decoder, result, options, out_dir)
+    clock = QuietReporter()
+    result = analyse_shot(decoder, classes, options, models, clock, scratch)
+    export_shot(decoder, result, options, out_dir, reporter=clock)
     shutil.rmtree(scratch, ignore_errors=True)
-    return result.counters | {"frames_written": len(plate.frames)}
+    stage_ms = {f"ms_{stage}": round(seconds * 1000) for stage, seconds in clock.seconds.items()}
+    return result.counters | stage_ms | {"frames_written": len(plate.frames)}
 
 
 def export_shot(
@@ -64,6 +72,7 @@ def export_shot(
     options: PipelineOptions,
     out_dir: Path,
     wrap_edges: Callable[[EdgeRefinement], EdgeRefinement] = lambda edges: edges,
+    reporter: QuietReporter | None = None,
 ) -> None:
     """An analysed shot's mattes into ``out_dir`` as the job's options export them (edges, steadying);
     ``wrap_edges`` may wrap the refiner (to time it)."""
@@ -83,7 +92,7 @@ def export_shot(
         ),
         layers,
         result.store,
-        QuietReporter(),
+        reporter or QuietReporter(),
     )
 
 
@@ -99,12 +108,13 @@ def compare(
     noise: SyntheticNoise | None = None,
     scenarios: tuple[str, ...] = ("default",),
     sizes: tuple[tuple[int, int], ...] = ((640, 360),),
+    tracking: TrackingMode = TrackingMode.WINDOWS,
     progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
     """Every strategy on ``shots`` shots (seeds from ``first_seed``; scenario kinds and plate sizes
     taken in turn), each under ``noise_seeds`` draws of the detector/segmenter/tracker noise
     (seeds 0…): one result per shot, noise seed and strategy, named ``synthNN0-SCENARIO/nK``. The
-    prompt is the shot's own labels."""
+    prompt is the shot's own labels; ``tracking`` is the farm strategy's tracking mode."""
     results: list[RunResult] = []
     base = noise or SyntheticNoise()
     for index in range(shots):
@@ -122,7 +132,8 @@ def compare(
                 out.mkdir(parents=True)
                 models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
                 started = time.monotonic()
-                counters = run_shot(str(plate), classes, PipelineOptions(strategy=strategy), models, out)
+                options = PipelineOptions(strategy=strategy, tracking=tracking)
+                counters = run_shot(str(plate), classes, options, models, out)
                 score = evaluate(out, truth, classes)
                 results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
                 if progress:

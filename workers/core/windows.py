@@ -35,6 +35,17 @@ def plan_windows(frames: int, length: int, refresh: int, *, backward: bool = Tru
     return windows
 
 
+def sweep_starts(frames: int, refresh: int) -> tuple[list[int], list[int]]:
+    """Where the forward and the backward sweep refresh their layers: the same frames both ways
+    (every ``refresh``-th), plus the last frame, where the backward sweep begins. One grid for
+    both directions, so detecting only where layers refresh costs one detection per ``refresh``
+    frames, not two."""
+    if frames <= 0:
+        return [], []
+    forward = list(range(0, frames, refresh))
+    return forward, sorted({*forward, frames - 1}, reverse=True)
+
+
 def keyframe_windows(frames: int, step: int) -> list[Window]:
     """Grounded-SAM-2's continuous-ID schedule: a window every ``step`` frames, forward only, each
     reaching the next keyframe (inclusive) so detections there are matched to propagated masks."""

@@ -7,7 +7,7 @@ only they know when a call reuses cached work; the pipeline records the per-job 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +53,26 @@ class Segmenter(Protocol):
         ...
 
 
+class Sweep(Protocol):
+    """One tracking pass over a run of frames that keeps its memory from frame to frame (SAM2's
+    inference state), prompted again wherever the caller decides, instead of a fresh window of
+    frames from every refresh: each frame is tracked once per pass."""
+
+    def advance(self) -> tuple[int, dict[int, np.ndarray]]:
+        """Track the next frame (the first call: ``frames[0]``) from memory: (frame number,
+        object id -> logits) for every object being tracked; nothing is computed with none."""
+        ...
+
+    def prompt(self, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Mask prompts (object id -> bool mask) on the frame last advanced to, for new objects or
+        as corrections of tracked ones; their logits on that frame."""
+        ...
+
+    def drop(self, obj_ids: Iterable[int]) -> None:
+        """Stop tracking these objects (their memory is freed); a later prompt starts them anew."""
+        ...
+
+
 class Tracker(Protocol):
     name: str
     counters: Counter[str]
@@ -62,6 +82,10 @@ class Tracker(Protocol):
     ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
         """From mask prompts on ``frames[0]`` (object id -> bool mask), yield
         (frame number, object id -> logits) for every frame in order."""
+        ...
+
+    def sweep(self, frames: Sequence[ModelFrame]) -> Sweep:
+        """A pass over ``frames`` in the order given (a backward pass gives them reversed)."""
         ...
 
 

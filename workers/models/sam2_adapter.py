@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +146,25 @@ def window_state(
         "output_dict_per_obj": {},
         "temp_output_dict_per_obj": {},
         "frames_tracked_per_obj": {},
-        "feature_source": lambda idx: cache.backbone(frames[idx]),
+        "feature_source": _latest_frame(lambda idx: cache.backbone(frames[idx])),
         "placeholder_image": torch.zeros(1, 3, 1, 1, device=device),
     }
+
+
+def _latest_frame(
+    fetch: Callable[[int], dict[str, list[torch.Tensor]]],
+) -> Callable[[int], dict[str, list[torch.Tensor]]]:
+    """``fetch`` remembering its latest frame: SAM2 asks for a frame's features once per object,
+    and each ask copied them host→device and half→float again (8 MiB per object per frame)."""
+    latest: dict[int, dict[str, list[torch.Tensor]]] = {}
+
+    def features(idx: int) -> dict[str, list[torch.Tensor]]:
+        if idx not in latest:
+            latest.clear()
+            latest[idx] = fetch(idx)
+        return latest[idx]
+
+    return features
 
 
 class Sam2Segmenter:
@@ -256,9 +272,122 @@ class Sam2Tracker:
                 self.model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=len(frames) - 1)
             ):
                 self.counters["tracking_steps"] += 1
+                self.counters["object_frames_tracked"] += len(obj_ids)
                 out = logits[:, 0].float().cpu().numpy()
                 yield frames[idx].frame, {oid: out[i] for i, oid in enumerate(obj_ids)}
         del state
+
+    def sweep(self, frames: Sequence[ModelFrame]) -> Sam2Sweep:
+        return Sam2Sweep(self.model, frames, self.cache, self.counters, self.offload_state)
+
+
+class Sam2Sweep:
+    """One pass over a run of frames with one SAM2 state, prompted again where the caller says.
+
+    The stock predictor cannot add objects or prompts once propagation has started, so this steps
+    SAM2's per-object inference itself (``_run_single_frame_inference``, as ``propagate_in_video``
+    does): each object keeps its own output dict; a prompt is a conditioning frame (its mask is
+    used as the output and encoded into memory, ``use_mask_input_as_output_without_sam``), every
+    other frame is tracked from memory. Memory stays bounded over any length of shot: per object
+    only the outputs SAM2 can still attend to are kept, the last ``KEEP_RECENT`` tracked frames
+    (memory frames and object pointers) and the ``KEEP_PROMPTS`` latest prompts."""
+
+    KEEP_RECENT = 16  # SAM2 reads 6 memory frames and 16 object pointers back (num_maskmem 7, max_obj_ptrs 16)
+    KEEP_PROMPTS = 2  # conditioning frames attended to: the latest refresh and the one before
+
+    def __init__(
+        self,
+        model: CachedFeatureVideoPredictor,
+        frames: Sequence[ModelFrame],
+        cache: FeatureCache,
+        counters: Counter[str],
+        offload_state: bool = False,
+    ) -> None:
+        self.model, self.frames, self.cache, self.counters = model, frames, cache, counters
+        self.state = window_state(model, frames, cache, offload_state)
+        self.index = -1
+        self.outputs: dict[int, dict[str, dict[int, Any]]] = {}
+
+    def advance(self) -> tuple[int, dict[int, np.ndarray]]:
+        self.index += 1
+        frame = self.frames[self.index].frame
+        if not self.outputs:
+            return frame, {}
+        predictions = []
+        with torch.inference_mode(), autocast_for(self.cache.device):
+            for outputs in self.outputs.values():
+                current, masks = self.model._run_single_frame_inference(
+                    inference_state=self.state,
+                    output_dict=outputs,
+                    frame_idx=self.index,
+                    batch_size=1,
+                    is_init_cond_frame=False,
+                    point_inputs=None,
+                    mask_inputs=None,
+                    reverse=False,
+                    run_mem_encoder=True,
+                )
+                outputs["non_cond_frame_outputs"][self.index] = current
+                self._forget(outputs)
+                predictions.append(masks)
+            logits = self._logits(predictions)
+        self.counters["tracking_steps"] += 1
+        self.counters["object_frames_tracked"] += len(self.outputs)
+        return frame, dict(zip(self.outputs, logits, strict=True))
+
+    def prompt(self, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        if not prompts:
+            return {}
+        predictions = []
+        with torch.inference_mode(), autocast_for(self.cache.device):
+            for obj_id, mask in prompts.items():
+                outputs = self.outputs.setdefault(obj_id, {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
+                fresh = not outputs["cond_frame_outputs"] and not outputs["non_cond_frame_outputs"]
+                current, masks = self.model._run_single_frame_inference(
+                    inference_state=self.state,
+                    output_dict=outputs,
+                    frame_idx=self.index,
+                    batch_size=1,
+                    is_init_cond_frame=fresh,
+                    point_inputs=None,
+                    mask_inputs=self._mask_input(mask),
+                    reverse=False,
+                    run_mem_encoder=True,
+                )
+                outputs["non_cond_frame_outputs"].pop(self.index, None)
+                outputs["cond_frame_outputs"][self.index] = current
+                self._forget(outputs)
+                predictions.append(masks)
+            logits = self._logits(predictions)
+        self.counters["sweep_prompts"] += len(prompts)
+        return dict(zip(prompts, logits, strict=True))
+
+    def drop(self, obj_ids: Iterable[int]) -> None:
+        for obj_id in obj_ids:
+            self.outputs.pop(obj_id, None)
+
+    def _mask_input(self, mask: np.ndarray) -> torch.Tensor:
+        """The mask at the model's input size, as ``add_new_mask`` prepares it."""
+        tensor = torch.from_numpy(mask)[None, None].float().to(self.state["device"])
+        size = self.model.image_size
+        if tensor.shape[-2:] != (size, size):
+            tensor = torch.nn.functional.interpolate(
+                tensor, size=(size, size), align_corners=False, mode="bilinear", antialias=True
+            )
+            tensor = (tensor >= 0.5).float()
+        return tensor
+
+    def _forget(self, outputs: dict[str, dict[int, Any]]) -> None:
+        recent = outputs["non_cond_frame_outputs"]
+        for idx in [i for i in recent if i <= self.index - self.KEEP_RECENT]:
+            del recent[idx]
+        prompts = outputs["cond_frame_outputs"]
+        for idx in sorted(prompts)[: -self.KEEP_PROMPTS]:
+            del prompts[idx]
+
+    def _logits(self, predictions: list[torch.Tensor]) -> np.ndarray:
+        _, video = self.model._get_orig_video_res_output(self.state, torch.cat(predictions, dim=0))
+        return video[:, 0].float().cpu().numpy()
 
 
 def _quietly(frames: Iterator[Any]) -> Iterator[Any]:

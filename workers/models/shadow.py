@@ -9,11 +9,11 @@ works on synthetic shots, which carry the truth.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from workers.models.interfaces import Detection, Detector, ModelFrame, Segmenter, Tracker
+from workers.models.interfaces import Detection, Detector, ModelFrame, Segmenter, Sweep, Tracker
 
 
 class ShadowDetector:
@@ -50,3 +50,24 @@ class ShadowTracker:
             self.real.track(frames, prompts), self.truth.track(frames, prompts), strict=True
         ):
             yield frame, truth
+
+    def sweep(self, frames: Sequence[ModelFrame]) -> ShadowSweep:
+        return ShadowSweep(self.real.sweep(frames), self.truth.sweep(frames))
+
+
+class ShadowSweep:
+    def __init__(self, real: Sweep, truth: Sweep) -> None:
+        self.real, self.truth = real, truth
+
+    def advance(self) -> tuple[int, dict[int, np.ndarray]]:
+        self.real.advance()
+        return self.truth.advance()
+
+    def prompt(self, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        self.real.prompt(prompts)
+        return self.truth.prompt(prompts)
+
+    def drop(self, obj_ids: Iterable[int]) -> None:
+        ids = list(obj_ids)
+        self.real.drop(ids)
+        self.truth.drop(ids)

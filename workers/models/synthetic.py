@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -164,6 +164,7 @@ class SyntheticTracker:
         lost: set[int] = set()
         for step, f in enumerate(frames):
             self.counters["tracking_steps"] += 1
+            self.counters["object_frames_tracked"] += len(followed)
             ids = self.truth.ids(f.plate_path, f.size)
             result: dict[int, np.ndarray] = {}
             for oid, tid in followed.items():
@@ -180,6 +181,75 @@ class SyntheticTracker:
                     mask = np.zeros_like(mask)
                 result[oid] = mask_to_logits(perturb_boundary(mask, rng, self.noise.seg_noise_px))
             yield f.frame, result
+
+    def sweep(self, frames: Sequence[ModelFrame]) -> SyntheticSweep:
+        return SyntheticSweep(self, frames)
+
+
+@dataclass
+class _Followed:
+    """One object of a sweep: the truth object its last prompt matched (None: nothing)."""
+
+    truth_id: int | None
+    prompt: np.ndarray
+    prompt_frame: int
+    area: int  # the object's pixels on the prompt frame: below half of it, it is easier to lose
+    steps: int = 0
+    lost: bool = False
+
+
+class SyntheticSweep:
+    """The synthetic tracker as one pass: each object follows the truth object its latest prompt
+    matched, and is lost for good (until prompted again) at ``track_loss_rate`` per frame, doubled
+    while less than half of it shows; a prompt on nothing is held still for ``_STILL_FRAMES``."""
+
+    def __init__(self, tracker: SyntheticTracker, frames: Sequence[ModelFrame]) -> None:
+        self.tracker, self.frames, self.index = tracker, frames, -1
+        self.objects: dict[int, _Followed] = {}
+
+    def _ids(self) -> np.ndarray:
+        f = self.frames[self.index]
+        return self.tracker.truth.ids(f.plate_path, f.size)
+
+    def advance(self) -> tuple[int, dict[int, np.ndarray]]:
+        self.index += 1
+        f, noise = self.frames[self.index], self.tracker.noise
+        if not self.objects:
+            return f.frame, {}
+        self.tracker.counters["tracking_steps"] += 1
+        self.tracker.counters["object_frames_tracked"] += len(self.objects)
+        ids = self._ids()
+        result: dict[int, np.ndarray] = {}
+        for oid, obj in self.objects.items():
+            obj.steps += 1
+            rng = _rng(noise, 3, f.frame, obj.prompt_frame, self.frames[0].frame, oid)
+            if obj.truth_id is None:
+                still = obj.steps <= SyntheticTracker._STILL_FRAMES
+                result[oid] = mask_to_logits(obj.prompt if still else np.zeros_like(obj.prompt))
+                continue
+            mask = ids == obj.truth_id
+            rate = noise.track_loss_rate * (2 if mask.sum() < 0.5 * obj.area else 1)
+            obj.lost = obj.lost or rng.random() < rate
+            if obj.lost:
+                mask = np.zeros_like(mask)
+            result[oid] = mask_to_logits(perturb_boundary(mask, rng, noise.seg_noise_px))
+        return f.frame, result
+
+    def prompt(self, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        f, ids = self.frames[self.index], self._ids()
+        result: dict[int, np.ndarray] = {}
+        for oid, mask in prompts.items():
+            tid = _best_truth_match(ids, mask)
+            truth = ids == tid if tid is not None else mask
+            self.objects[oid] = _Followed(tid, mask, f.frame, int(truth.sum()))
+            rng = _rng(self.tracker.noise, 3, f.frame, f.frame, self.frames[0].frame, oid)
+            shown = perturb_boundary(truth, rng, self.tracker.noise.seg_noise_px) if tid is not None else mask
+            result[oid] = mask_to_logits(shown)
+        return result
+
+    def drop(self, obj_ids: Iterable[int]) -> None:
+        for oid in obj_ids:
+            self.objects.pop(oid, None)
 
 
 def _bounded_object(ids: np.ndarray, values: np.ndarray, box: tuple[float, float, float, float]) -> int:

@@ -16,9 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from schemas import PipelineOptions, StageName, Strategy
+from schemas import DetectMode, PipelineOptions, StageName, Strategy, TrackingMode
 from workers.core.cleanup import consolidate, remove_small_regions
 from workers.core.layers import FrameMask
+from workers.core.windows import plan_windows, sweep_starts
 from workers.models.interfaces import Detection, ModelSet
 from workers.pipeline.frames import FrameSource
 from workers.pipeline.scratch import BoxStore, DetectionStore, LayerStore, logits_of, quantize_logits
@@ -108,9 +109,21 @@ def frames_to_keep(options: PipelineOptions, frames: int, size: tuple[int, int],
 
 
 def detection_positions(frames: int, options: PipelineOptions) -> list[int]:
-    """Where the detector runs: every frame, or the keyframes of keyframe-greedy."""
-    step = options.keyframe_step if options.strategy == Strategy.KEYFRAME_GREEDY else 1
-    return list(range(0, frames, step))
+    """Where the detector runs: every frame, the keyframes of keyframe-greedy, or (``detect``
+    refresh) the frames where the farm's passes refresh their layers."""
+    if options.strategy == Strategy.KEYFRAME_GREEDY:
+        return list(range(0, frames, options.keyframe_step))
+    if options.detect == DetectMode.REFRESH:
+        return refresh_positions(frames, options)
+    return list(range(frames))
+
+
+def refresh_positions(frames: int, options: PipelineOptions) -> list[int]:
+    """Every frame where a farm pass refreshes its layers (window starts, or sweep refreshes)."""
+    if options.tracking == TrackingMode.SWEEP:
+        forward, backward = sweep_starts(frames, options.refresh_every)
+        return sorted({*forward, *backward})
+    return sorted({w.start for w in plan_windows(frames, options.window_frames, options.refresh_every)})
 
 
 def detect_stage(shot: Shot, classes: list[str], positions: list[int] | None = None) -> dict[int, list[Detection]]:

@@ -1,8 +1,9 @@
 """The track stage: turn per-frame detections into layers that keep one identity for the shot.
 
 Three strategies share this stage so they can be compared on one shot:
-- ``farm``: SAM2 tracking in windows of ``window_frames`` started every ``refresh_every`` frames,
-  a forward then a backward pass, identities decided by :class:`IdentityBook`;
+- ``farm``: SAM2 tracking refreshed every ``refresh_every`` frames, a forward then a backward
+  pass (in windows of ``window_frames``, or one sweep per direction:
+  ``workers.pipeline.track_passes``), identities decided by :class:`IdentityBook`;
 - ``keyframe-greedy``: Grounded-SAM-2's continuous-ID demo (keyframes only, first match at IoU
   > ``keyframe_iou``, tracks not re-detected are dropped, forward only);
 - ``per-frame``: no tracking; each frame's masks linked to layers by IoU.
@@ -14,15 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas import LayerInfo, PipelineOptions, StageName, Strategy
+from schemas import DetectMode, LayerInfo, PipelineOptions, StageName, Strategy, TrackingMode
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
 from workers.core.layers import NESTED_SHARE, LayerLinker, LayerNamer, nested_pairs
 from workers.core.masks import contained, iou
 from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_edge
-from workers.core.windows import keyframe_windows, plan_windows, short_gaps
+from workers.core.windows import keyframe_windows, plan_windows, short_gaps, sweep_starts
 from workers.pipeline.appearance import end_descriptors
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
 from workers.pipeline.stages import Shot, StageClock
+from workers.pipeline.track_passes import sweep_passes, window_passes
 
 
 @dataclass
@@ -51,28 +53,26 @@ def identity_options(options: PipelineOptions) -> IdentityOptions:
         hysteresis=options.hysteresis,
         max_empty_windows=options.max_empty_windows,
         max_unsupported_windows=options.max_unsupported_windows,
-        min_detected_frames=options.min_detected_frames,
+        # Detecting only where layers refresh leaves about a fifth of the frames to confirm a layer
+        # on: two confirmations there say what three on consecutive frames said.
+        min_detected_frames=(
+            min(options.min_detected_frames, 2) if options.detect == DetectMode.REFRESH else options.min_detected_frames
+        ),
         min_layer_frames=options.min_layer_frames,
     )
 
 
 def _track_farm(shot: Shot) -> list[LayerInfo]:
     n = len(shot.source)
-    windows = plan_windows(n, shot.options.window_frames, shot.options.refresh_every)
     book = IdentityBook(identity_options(shot.options))
-    clock = StageClock(StageName.TRACK, shot.reporter, len(windows), frames=n)
-    forward = True
-    lookback = (shot.options.max_empty_windows + 1) * shot.options.refresh_every
-    for window in windows:
-        if forward and not window.forward:
-            forward = False
-            book.start_pass()
-        cached = {lid: tm.mask for lid, tm in shot.layers.get(window.start).items()}
-        recent = _recent_masks(shot.layers, window.start, -1 if window.forward else 1, lookback, n, cached)
-        prompts = book.window_prompts(shot.detections.get(window.start), cached, recent)
-        if prompts:
-            _run_window(shot, window.positions, prompts, book)
-        clock.tick()
+    if shot.options.tracking == TrackingMode.SWEEP:
+        forward, backward = sweep_starts(n, shot.options.refresh_every)
+        clock = StageClock(StageName.TRACK, shot.reporter, len(forward) + len(backward), frames=n)
+        sweep_passes(shot, book, clock.tick)
+    else:
+        windows = plan_windows(n, shot.options.window_frames, shot.options.refresh_every)
+        clock = StageClock(StageName.TRACK, shot.reporter, len(windows), frames=n)
+        window_passes(shot, book, windows, clock.tick)
     _fold_aliases(shot.layers, n, book)
     _merge_nested(shot, book, n)
     if shot.options.max_gap_frames:
@@ -214,21 +214,6 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
     _fold_aliases(shot.layers, frames, book)
 
 
-def _recent_masks(
-    store: LayerStore, start: int, step: int, lookback: int, frames: int, skip: dict[int, np.ndarray]
-) -> dict[int, np.ndarray]:
-    """Each layer's mask on the nearest already-tracked frame before ``start`` (in pass order)."""
-    recent: dict[int, np.ndarray] = {}
-    for distance in range(1, lookback + 1):
-        pos = start + step * distance
-        if not 0 <= pos < frames:
-            break
-        for lid, tracked in store.get(pos).items():
-            if lid not in skip and lid not in recent:
-                recent[lid] = tracked.mask
-    return recent
-
-
 def _fold_aliases(store: LayerStore, frames: int, book: IdentityBook) -> None:
     """Give merged layers' frames to the layer they joined (the better mask where both exist)."""
     if not book.aliases:
@@ -242,26 +227,6 @@ def _fold_aliases(store: LayerStore, frames: int, book: IdentityBook) -> None:
                 cache[root] = tracked
         if moved:
             store.put(pos, cache)
-
-
-def _run_window(shot: Shot, positions: range, prompts: dict[int, np.ndarray], book: IdentityBook) -> None:
-    assert shot.models.tracker is not None, "the farm strategy needs a tracker"
-    frames = shot.source.window(positions)
-    for pos, (_, outputs) in zip(positions, shot.models.tracker.track(frames, prompts), strict=False):
-        cache = shot.layers.get(pos)
-        detections = shot.detections.get(pos)
-        changed = False
-        for lid, logits in outputs.items():
-            mask = logits > 0
-            if not mask.any():
-                continue  # left frame or hidden: keep what the cache has
-            quality = detection_quality(mask, detections, book.layers[lid].label)
-            current = cache.get(lid)
-            if book.accepts(quality, current.quality if current else None):
-                cache[lid] = TrackedMask(quantize_logits(logits), quality)
-                changed = True
-        if changed:
-            shot.layers.put(pos, cache)
 
 
 def _track_keyframe_greedy(shot: Shot) -> list[LayerInfo]:
