@@ -313,23 +313,8 @@ class Sam2Sweep:
         frame = self.frames[self.index].frame
         if not self.outputs:
             return frame, {}
-        predictions = []
         with torch.inference_mode(), autocast_for(self.cache.device):
-            for outputs in self.outputs.values():
-                current, masks = self.model._run_single_frame_inference(
-                    inference_state=self.state,
-                    output_dict=outputs,
-                    frame_idx=self.index,
-                    batch_size=1,
-                    is_init_cond_frame=False,
-                    point_inputs=None,
-                    mask_inputs=None,
-                    reverse=False,
-                    run_mem_encoder=True,
-                )
-                outputs["non_cond_frame_outputs"][self.index] = current
-                self._forget(outputs)
-                predictions.append(masks)
+            predictions = [self._step(outputs, None) for outputs in self.outputs.values()]
             logits = self._logits(predictions)
         self.counters["tracking_steps"] += 1
         self.counters["object_frames_tracked"] += len(self.outputs)
@@ -342,22 +327,7 @@ class Sam2Sweep:
         with torch.inference_mode(), autocast_for(self.cache.device):
             for obj_id, mask in prompts.items():
                 outputs = self.outputs.setdefault(obj_id, {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
-                fresh = not outputs["cond_frame_outputs"] and not outputs["non_cond_frame_outputs"]
-                current, masks = self.model._run_single_frame_inference(
-                    inference_state=self.state,
-                    output_dict=outputs,
-                    frame_idx=self.index,
-                    batch_size=1,
-                    is_init_cond_frame=fresh,
-                    point_inputs=None,
-                    mask_inputs=self._mask_input(mask),
-                    reverse=False,
-                    run_mem_encoder=True,
-                )
-                outputs["non_cond_frame_outputs"].pop(self.index, None)
-                outputs["cond_frame_outputs"][self.index] = current
-                self._forget(outputs)
-                predictions.append(masks)
+                predictions.append(self._step(outputs, self._mask_input(mask)))
             logits = self._logits(predictions)
         self.counters["sweep_prompts"] += len(prompts)
         return dict(zip(prompts, logits, strict=True))
@@ -365,6 +335,29 @@ class Sam2Sweep:
     def drop(self, obj_ids: Iterable[int]) -> None:
         for obj_id in obj_ids:
             self.outputs.pop(obj_id, None)
+
+    def _step(self, outputs: dict[str, dict[int, Any]], mask_input: torch.Tensor | None) -> torch.Tensor:
+        """One object on the current frame: tracked from memory, or (``mask_input``) a prompt,
+        stored as a conditioning frame; its mask logits at SAM2's output size."""
+        fresh = not outputs["cond_frame_outputs"] and not outputs["non_cond_frame_outputs"]
+        current, masks = self.model._run_single_frame_inference(
+            inference_state=self.state,
+            output_dict=outputs,
+            frame_idx=self.index,
+            batch_size=1,
+            is_init_cond_frame=fresh and mask_input is not None,
+            point_inputs=None,
+            mask_inputs=mask_input,
+            reverse=False,
+            run_mem_encoder=True,
+        )
+        if mask_input is None:
+            outputs["non_cond_frame_outputs"][self.index] = current
+        else:
+            outputs["non_cond_frame_outputs"].pop(self.index, None)
+            outputs["cond_frame_outputs"][self.index] = current
+        self._forget(outputs)
+        return masks
 
     def _mask_input(self, mask: np.ndarray) -> torch.Tensor:
         """The mask at the model's input size, as ``add_new_mask`` prepares it."""
