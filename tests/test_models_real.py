@@ -80,6 +80,18 @@ def test_groundingdino_returns_boxes_inside_the_frame(model_set: ModelSet) -> No
         assert det.label in ("ball", "box") and 0 <= det.score <= 1
 
 
+def test_groundingdino_encodes_a_prompt_once_for_every_frame(model_set: ModelSet) -> None:
+    det, before = model_set.detector, model_set.detector.counters.copy()
+    prompt = ["box", "ball"]  # a caption no other test uses
+    first = det.detect(frame(1001), prompt, 0.0, 0.0)
+    det.detect(frame(1002), prompt, 0.0, 0.0)
+    again = det.detect(frame(1001), prompt, 0.0, 0.0)
+    assert again == first  # the kept text encoding gives the same boxes
+    det.detect(frame(1003), ["car"], 0.0, 0.0)  # another prompt is encoded anew
+    delta = det.counters - before
+    assert delta["detector_calls"] == 4 and delta["text_encoder_passes"] == 2
+
+
 def test_official_weights_missing_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelsMissingError, match="mattefarm models download"):
         build_models(Settings(model_backend="sam2-gdino", weights="official", models_dir=tmp_path, device="cpu"))

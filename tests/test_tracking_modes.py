@@ -82,5 +82,6 @@ def test_a_sweep_tracks_each_object_frame_about_twice_and_keeps_identities(tmp_p
         assert score.id_switches == 0 and score.false_layers == 0 and score.fragments == 0
         assert score.j >= 0.85
     windows, sweep = counts[TrackingMode.WINDOWS], counts[TrackingMode.SWEEP]
-    assert windows["object_frames_tracked"] > 3 * sweep["object_frames_tracked"]
+    # ~8 tracks of each object-frame against ~2, plus the second tries of layers a sweep lost
+    assert windows["object_frames_tracked"] > 2.5 * sweep["object_frames_tracked"]
     assert windows["detector_calls"] == 40 and sweep["detector_calls"] == 9  # 0, 5, …, 35 and 39

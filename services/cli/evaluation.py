@@ -112,6 +112,13 @@ def evaluate_cmd(output_dir: Path, truth_dir: Path, as_json: bool) -> None:
     show_default=True,
     help="The farm strategy's tracking: windows (20/5, the reference) or sweep (one pass each way).",
 )
+@click.option(
+    "--detect",
+    type=click.Choice([m.value for m in DetectMode]),
+    default=DetectMode.EVERY.value,
+    show_default=True,
+    help="The farm strategy's detection: every frame, or only where layers refresh.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def compare(
     workdir: Path,
@@ -125,6 +132,7 @@ def compare(
     noise_level: str,
     strategy_names: tuple[str, ...],
     tracking: str,
+    detect: str,
     as_json: bool,
 ) -> None:
     """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
@@ -144,6 +152,7 @@ def compare(
         results = run_compare(
             workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
             noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen, tracking=TrackingMode(tracking),
+            detect=DetectMode(detect),
             progress=lambda what: status.update(f"done: {what}"),
         )  # fmt: skip
     rows: list[dict[str, Any]] = []
@@ -179,6 +188,7 @@ def compare(
             "noise_seeds": noise_seeds,
             "noise": noise_level,
             "tracking": tracking,
+            "detect": detect,
             "scenarios": list(kinds),
             "sizes": [f"{w}x{h}" for w, h in plate_sizes],
             "per_shot": [
@@ -204,7 +214,7 @@ def compare(
         "seg. calls/frame",
         "seconds",
         title=f"{shots} synthetic shots (seeds {first_seed}…, {', '.join(kinds)}) × {noise_seeds} noise seed(s) × "
-        f"{frames} frames, {noise_level} noise, farm tracking: {tracking}",
+        f"{frames} frames, {noise_level} noise, farm: tracking {tracking}, detect {detect}",
     )
     for row in rows:
         late_text = f"{row['late_recall']:.3f}" if row["late_recall"] is not None else "-"

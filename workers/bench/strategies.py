@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import PipelineOptions, StageName, Strategy, TrackingMode
+from schemas import DetectMode, PipelineOptions, StageName, Strategy, TrackingMode
 from workers.io.plate import PlateDecoder
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_synthetic
@@ -109,12 +109,13 @@ def compare(
     scenarios: tuple[str, ...] = ("default",),
     sizes: tuple[tuple[int, int], ...] = ((640, 360),),
     tracking: TrackingMode = TrackingMode.WINDOWS,
+    detect: DetectMode = DetectMode.EVERY,
     progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
     """Every strategy on ``shots`` shots (seeds from ``first_seed``; scenario kinds and plate sizes
     taken in turn), each under ``noise_seeds`` draws of the detector/segmenter/tracker noise
     (seeds 0…): one result per shot, noise seed and strategy, named ``synthNN0-SCENARIO/nK``. The
-    prompt is the shot's own labels; ``tracking`` is the farm strategy's tracking mode."""
+    prompt is the shot's own labels; ``tracking`` and ``detect`` are the farm strategy's modes."""
     results: list[RunResult] = []
     base = noise or SyntheticNoise()
     for index in range(shots):
@@ -132,7 +133,10 @@ def compare(
                 out.mkdir(parents=True)
                 models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
                 started = time.monotonic()
-                options = PipelineOptions(strategy=strategy, tracking=tracking)
+                farm = strategy == Strategy.FARM
+                options = PipelineOptions(
+                    strategy=strategy, tracking=tracking, detect=detect if farm else DetectMode.EVERY
+                )
                 counters = run_shot(str(plate), classes, options, models, out)
                 score = evaluate(out, truth, classes)
                 results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))

@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -67,6 +68,24 @@ def detector_size(width: int, height: int, short_side: int, max_side: int) -> tu
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+class TextOnce(torch.nn.Module):
+    """GroundingDINO's text encoder (BERT) run once per prompt: it encoded the same caption again
+    on every frame of a job. The latest caption's output is kept; another caption is encoded anew."""
+
+    def __init__(self, bert: torch.nn.Module, counters: Counter[str]) -> None:
+        super().__init__()
+        self.bert, self.config, self.counters = bert, bert.config, counters
+        self._key: tuple[object, ...] | None = None
+        self._output: Any = None
+
+    def forward(self, **inputs: torch.Tensor) -> Any:
+        key = tuple((name, tuple(t.shape), t.cpu().numpy().tobytes()) for name, t in sorted(inputs.items()))
+        if key != self._key:
+            self._output, self._key = self.bert(**inputs), key
+            self.counters["text_encoder_passes"] += 1
+        return self._output
+
+
 class GroundingDinoDetector:
     def __init__(
         self, model: torch.nn.Module, device: str, name: str, short_side: int = 800, max_side: int = 1333
@@ -74,6 +93,9 @@ class GroundingDinoDetector:
         self.model, self.device, self.name = model, device, name
         self.short_side, self.max_side = short_side, max_side
         self.counters: Counter[str] = Counter()
+        bert = model.bert
+        if isinstance(bert, torch.nn.Module) and not isinstance(bert, TextOnce):
+            model.bert = TextOnce(bert, self.counters)
 
     def detect(
         self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float

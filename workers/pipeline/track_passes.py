@@ -8,7 +8,8 @@ dropped). They differ in how a layer gets from one window start to the next:
   frame's detections, with hysteresis) is kept;
 - ``sweep``: one SAM2 pass per direction that keeps its memory, prompted again at each refresh
   only where the book changed something (a detection refreshed a layer, a layer started or came
-  back, the cached mask is not the sweep's own), so each frame is tracked once per direction.
+  back, the cached mask is not the sweep's own), so each frame is tracked once per direction; a
+  layer the sweep lost since the last refresh is tracked again from its latest mask first.
   Both directions refresh on the same frames (``sweep_starts``), so detecting only there
   (``detect`` refresh) costs one detection per ``refresh_every`` frames.
 """
@@ -47,14 +48,20 @@ def sweep_passes(shot: Shot, book: IdentityBook, tick: Callable[[], None]) -> No
             continue
         if not forward:
             book.start_pass()
+        step = 1 if forward else -1
         positions = range(n) if forward else range(n - 1, -1, -1)
         sweep = shot.models.tracker.sweep(shot.source.window(positions))
         live: set[int] = set()
+        seen: dict[int, int] = {}  # each live layer's latest frame the sweep found it on
         for pos in positions:
             _, outputs = sweep.advance()
             own = keep_tracked(shot, book, pos, outputs)
+            seen.update((lid, pos) for lid, logits in outputs.items() if (logits > 0).any())
             if pos not in starts:
                 continue
+            for lid in sorted(live):
+                if seen.get(lid, pos) != pos:
+                    _track_again(shot, book, lid, range(seen[lid], pos + step, step))
             cached = {lid: tm.mask for lid, tm in shot.layers.get(pos).items()}
             prompts = _prompts_at(shot, book, pos, forward, cached)
             sweep.drop(live - prompts.keys())
@@ -67,7 +74,23 @@ def sweep_passes(shot: Shot, book: IdentityBook, tick: Callable[[], None]) -> No
             }
             live = set(prompts)
             keep_tracked(shot, book, pos, sweep.prompt(changed))
+            seen.update(dict.fromkeys(changed, pos))
             tick()
+
+
+def _track_again(shot: Shot, book: IdentityBook, lid: int, span: range) -> None:
+    """A layer the sweep lost since the last refresh, tracked once more from its latest mask over
+    the frames since, by a fresh window: the second try that overlapping windows gave every frame.
+    Without it a lost layer waited for a detection to revive it, and a revival in a crowd can take
+    the wrong object (a sweep switched a ball onto its neighbour)."""
+    assert shot.models.tracker is not None
+    start = shot.layers.get(span[0]).get(lid)
+    if start is None:
+        return
+    frames = shot.source.window(span)
+    for pos, (_, outputs) in zip(span, shot.models.tracker.track(frames, {lid: start.mask}), strict=False):
+        if pos != span[0]:
+            keep_tracked(shot, book, pos, outputs)
 
 
 def _prompts_at(
