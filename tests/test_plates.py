@@ -303,3 +303,11 @@ def test_plates_are_never_written(shot: Path, settings: Settings, farm_root: Pat
         decoder.model_frame(frame)
     assert {p.name: p.stat().st_mtime_ns for p in shot.parent.iterdir()} == before
     assert all((copy / name).read_bytes() == (shot.parent / name).read_bytes() for name in before)
+
+
+def test_the_io_benchmark_writes_mattes_that_show_every_layer() -> None:
+    from workers.bench.plate_io import _mattes
+
+    for step in range(8):
+        mattes = _mattes(320, 180, 4, step)
+        assert len(mattes) == 4 and all(float(m.astype(np.float32).mean()) > 0.01 for m in mattes)
