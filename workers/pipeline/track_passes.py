@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from workers.core.identity import IdentityBook, detection_quality
+from workers.core.reentry import touched_edge
 from workers.core.windows import Window, sweep_starts
 from workers.pipeline.scratch import LayerStore, TrackedMask, quantize_logits
 from workers.pipeline.stages import Shot
@@ -60,7 +61,8 @@ def sweep_passes(shot: Shot, book: IdentityBook, tick: Callable[[], None]) -> No
             if pos not in starts:
                 continue
             for lid in sorted(live):
-                if seen.get(lid, pos) != pos:
+                # a ghost (no detection behind it at the last refresh) is not worth a second try
+                if seen.get(lid, pos) != pos and book.layers[lid].unsupported_windows == 0:
                     _track_again(shot, book, lid, range(seen[lid], pos + step, step))
             cached = {lid: tm.mask for lid, tm in shot.layers.get(pos).items()}
             prompts = _prompts_at(shot, book, pos, forward, cached)
@@ -85,8 +87,8 @@ def _track_again(shot: Shot, book: IdentityBook, lid: int, span: range) -> None:
     the wrong object (a sweep switched a ball onto its neighbour)."""
     assert shot.models.tracker is not None
     start = shot.layers.get(span[0]).get(lid)
-    if start is None:
-        return
+    if start is None or touched_edge(start.mask) is not None:
+        return  # last seen at the frame edge: it left, it was not lost (and tracking it again cost 35 %)
     frames = shot.source.window(span)
     for pos, (_, outputs) in zip(span, shot.models.tracker.track(frames, {lid: start.mask}), strict=False):
         if pos != span[0]:
