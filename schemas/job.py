@@ -120,8 +120,8 @@ class PipelineOptions(BaseModel):
         TrackingMode.WINDOWS,
         description="farm strategy: windows (a fresh window of window_frames from every refresh, each frame "
         "tracked about 2 × window_frames / refresh_every times) or sweep (one pass each way that keeps SAM2's "
-        "memory and takes the same refresh prompts, each frame tracked about twice; measured about 3x faster on "
-        "CPU with detect refresh, same identities, mean J about 0.01 lower on the synthetic suite).",
+        "memory and takes the same refresh prompts, each frame tracked about twice; measured 2.7-2.9x faster on "
+        "CPU with detect refresh, same identities, mean J 0.01-0.03 lower on the synthetic suite).",
     )
     match_iou: float = Field(0.9, gt=0.0, le=1.0, description="IoU at which a detection refreshes a layer.")
     new_layer_max_cover: float = Field(
