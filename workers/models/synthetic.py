@@ -144,7 +144,6 @@ class SyntheticSegmenter:
 
 class SyntheticTracker:
     name = "synthetic-tracker"
-    _STILL_FRAMES = 5
 
     def __init__(self, truth: TruthReader, noise: SyntheticNoise) -> None:
         self.truth, self.noise, self.counters = truth, noise, Counter[str]()
@@ -169,17 +168,10 @@ class SyntheticTracker:
             result: dict[int, np.ndarray] = {}
             for oid, tid in followed.items():
                 rng = _rng(self.noise, 3, f.frame, frames[0].frame, oid)
-                if tid is None:
-                    still = step <= self._STILL_FRAMES
-                    result[oid] = mask_to_logits(prompts[oid] if still else np.zeros_like(prompts[oid]))
-                    continue
-                mask = ids == tid
-                rate = self.noise.track_loss_rate * (2 if mask.sum() < 0.5 * areas[tid] else 1)
-                if step > 0 and rng.random() < rate:
+                area = areas[tid] if tid is not None else 0.0
+                result[oid], gone = _follow(ids, tid, prompts[oid], step, area, oid in lost, rng, self.noise)
+                if gone:
                     lost.add(oid)
-                if oid in lost:
-                    mask = np.zeros_like(mask)
-                result[oid] = mask_to_logits(perturb_boundary(mask, rng, self.noise.seg_noise_px))
             yield f.frame, result
 
     def sweep(self, frames: Sequence[ModelFrame]) -> SyntheticSweep:
@@ -223,16 +215,7 @@ class SyntheticSweep:
         for oid, obj in self.objects.items():
             obj.steps += 1
             rng = _rng(noise, 3, f.frame, obj.prompt_frame, self.frames[0].frame, oid)
-            if obj.truth_id is None:
-                still = obj.steps <= SyntheticTracker._STILL_FRAMES
-                result[oid] = mask_to_logits(obj.prompt if still else np.zeros_like(obj.prompt))
-                continue
-            mask = ids == obj.truth_id
-            rate = noise.track_loss_rate * (2 if mask.sum() < 0.5 * obj.area else 1)
-            obj.lost = obj.lost or rng.random() < rate
-            if obj.lost:
-                mask = np.zeros_like(mask)
-            result[oid] = mask_to_logits(perturb_boundary(mask, rng, noise.seg_noise_px))
+            result[oid], obj.lost = _follow(ids, obj.truth_id, obj.prompt, obj.steps, obj.area, obj.lost, rng, noise)
         return f.frame, result
 
     def prompt(self, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -250,6 +233,34 @@ class SyntheticSweep:
     def drop(self, obj_ids: Iterable[int]) -> None:
         for oid in obj_ids:
             self.objects.pop(oid, None)
+
+
+_STILL_FRAMES = 5  # a prompt on nothing is held this many frames, then dropped
+
+
+def _follow(
+    ids: np.ndarray,
+    truth_id: int | None,
+    prompt: np.ndarray,
+    steps: int,
+    area: float,
+    lost: bool,
+    rng: np.random.Generator,
+    noise: SyntheticNoise,
+) -> tuple[np.ndarray, bool]:
+    """One tracked object on a frame ``steps`` after its prompt, for windows and sweeps alike:
+    (logits, lost). A prompt on no truth object is held still for ``_STILL_FRAMES``; a truth
+    object is lost for good at ``track_loss_rate`` per frame, doubled while less than half of
+    ``area`` shows."""
+    if truth_id is None:
+        return mask_to_logits(prompt if steps <= _STILL_FRAMES else np.zeros_like(prompt)), lost
+    mask = ids == truth_id
+    rate = noise.track_loss_rate * (2 if mask.sum() < 0.5 * area else 1)
+    if steps > 0 and rng.random() < rate:
+        lost = True
+    if lost:
+        mask = np.zeros_like(mask)
+    return mask_to_logits(perturb_boundary(mask, rng, noise.seg_noise_px)), lost
 
 
 def _bounded_object(ids: np.ndarray, values: np.ndarray, box: tuple[float, float, float, float]) -> int:
