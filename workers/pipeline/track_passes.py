@@ -56,8 +56,8 @@ def sweep_passes(shot: Shot, book: IdentityBook, tick: Callable[[], None]) -> No
         seen: dict[int, int] = {}  # each live layer's latest frame the sweep found it on
         for pos in positions:
             _, outputs = sweep.advance()
-            own = keep_tracked(shot, book, pos, outputs)
-            seen.update((lid, pos) for lid, logits in outputs.items() if (logits > 0).any())
+            found, own = keep_tracked(shot, book, pos, outputs)
+            seen.update(dict.fromkeys(found, pos))
             if pos not in starts:
                 continue
             for lid in sorted(live):
@@ -120,18 +120,21 @@ def recent_masks(
     return recent
 
 
-def keep_tracked(shot: Shot, book: IdentityBook, pos: int, outputs: dict[int, np.ndarray]) -> set[int]:
+def keep_tracked(shot: Shot, book: IdentityBook, pos: int, outputs: dict[int, np.ndarray]) -> tuple[set[int], set[int]]:
     """Store tracked logits at ``pos`` where they beat the cached mask (hysteresis on agreement with
-    the frame's detections); returns the layers whose stored mask is now one of ``outputs``."""
+    the frame's detections); returns the layers ``outputs`` found on the frame and those whose
+    stored mask is now one of ``outputs``."""
+    found: set[int] = set()
+    kept: set[int] = set()
     if not outputs:
-        return set()
+        return found, kept
     cache = shot.layers.get(pos)
     detections = shot.detections.get(pos)
-    kept: set[int] = set()
     for lid, logits in outputs.items():
         mask = logits > 0
         if not mask.any():
             continue  # left frame or hidden: keep what the cache has
+        found.add(lid)
         quality = detection_quality(mask, detections, book.layers[lid].label)
         current = cache.get(lid)
         if book.accepts(quality, current.quality if current else None):
@@ -139,7 +142,7 @@ def keep_tracked(shot: Shot, book: IdentityBook, pos: int, outputs: dict[int, np
             kept.add(lid)
     if kept:
         shot.layers.put(pos, cache)
-    return kept
+    return found, kept
 
 
 def _run_window(shot: Shot, positions: range, prompts: dict[int, np.ndarray], book: IdentityBook) -> None:
