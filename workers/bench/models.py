@@ -18,7 +18,7 @@ import numpy as np
 
 from farm_config.settings import ModelBackend, Sam2Size, Settings
 from schemas import DetectMode, PipelineOptions, Strategy, TrackingMode
-from workers.bench.strategies import run_shot
+from workers.bench.strategies import detect_for, run_shot
 from workers.io.sequence import SequencePattern
 from workers.models.builder import build_models
 from workers.synthetic.shot import write_shot
@@ -65,7 +65,7 @@ def run_once(
         max_detections=3,
         min_detected_frames=0,
         tracking=TrackingMode(tracking),
-        detect=DetectMode(detect) if strategy == Strategy.FARM else DetectMode.EVERY,
+        detect=detect_for(strategy, DetectMode(detect)),
     )
     out = Path(tempfile.mkdtemp(prefix="mattefarm-bench-"))
     started = time.monotonic()

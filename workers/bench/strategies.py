@@ -23,6 +23,12 @@ from workers.synthetic.evaluate import Score, evaluate, shot_labels
 from workers.synthetic.shot import synthetic_decoder, write_shot
 
 
+def detect_for(strategy: Strategy, detect: DetectMode) -> DetectMode:
+    """A benchmark's detection mode for ``strategy``: the farm's modes apply to the farm; the other
+    strategies link detections per frame, so they detect every frame whatever was asked."""
+    return detect if strategy == Strategy.FARM else DetectMode.EVERY
+
+
 class QuietReporter:
     """Reports nothing; keeps each stage's seconds (a stage run in parts adds up)."""
 
@@ -133,10 +139,7 @@ def compare(
                 out.mkdir(parents=True)
                 models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
                 started = time.monotonic()
-                farm = strategy == Strategy.FARM
-                options = PipelineOptions(
-                    strategy=strategy, tracking=tracking, detect=detect if farm else DetectMode.EVERY
-                )
+                options = PipelineOptions(strategy=strategy, tracking=tracking, detect=detect_for(strategy, detect))
                 counters = run_shot(str(plate), classes, options, models, out)
                 score = evaluate(out, truth, classes)
                 results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
