@@ -61,6 +61,13 @@ def test_bad_inputs_name_the_field(api: TestClient, shot: Path, farm_root: Path)
             "greater than or equal",
         ),
         (spec(shot, farm_root, options={"refresh_every": 30}), "options", "refresh_every"),
+        (spec(shot, farm_root, options={"tracking": "loops"}), "options.tracking", "windows"),
+        (spec(shot, farm_root, options={"detect": "sometimes"}), "options.detect", "refresh"),
+        (
+            spec(shot, farm_root, options={"strategy": "per-frame", "detect": "refresh"}),
+            "options",
+            "detect 'refresh' needs the farm strategy",
+        ),
         (spec(shot, farm_root, colour="red"), "colour", "Extra inputs"),
         ({"prompt": "ball", "output_root": str(farm_root)}, "plate", "Field required"),
     ]
