@@ -154,6 +154,13 @@ class PipelineOptions(BaseModel):
         description="Appearance similarity (0-1) at which a new layer is taken for an earlier one come back.",
     )
     min_layer_frames: int = Field(1, ge=1, description="Shortest layer kept, in frames.")
+    ghost_still_frames: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Frames a layer's mask may stay still at its start or end with no detection of its label "
+        "behind it before those frames are cut as a ghost (the object had left or not yet entered); 0 keeps them.",
+    )
     keyframe_step: int = Field(20, ge=1, le=500, description="keyframe-greedy: frames between keyframes.")
     keyframe_iou: float = Field(0.8, gt=0.0, le=1.0, description="keyframe-greedy: first-match IoU.")
     link_iou: float = Field(0.5, gt=0.0, le=1.0, description="per-frame: IoU that links a mask to a layer.")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import DetectMode, LayerInfo, PipelineOptions, StageName, Strategy, TrackingMode
+from workers.core.ghosts import FrameLook, GhostOptions, ghost_frames
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
 from workers.core.layers import NESTED_SHARE, LayerLinker, LayerNamer, nested_pairs
 from workers.core.masks import contained, iou
@@ -23,7 +24,7 @@ from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_
 from workers.core.windows import keyframe_windows, plan_windows, short_gaps, sweep_starts
 from workers.pipeline.appearance import end_descriptors
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
-from workers.pipeline.stages import Shot, StageClock
+from workers.pipeline.stages import Shot, StageClock, detection_positions
 from workers.pipeline.track_passes import sweep_passes, window_passes
 
 
@@ -78,6 +79,9 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     if shot.options.max_gap_frames:
         _fill_gaps(shot, book, n)
         _merge_nested(shot, book, n)  # filled frames can make two layers of one object meet
+    # after gap filling (which tracks past a layer's ends again and can hold a lost mask still
+    # there) and before re-entry (which can join only layers that no longer share a frame)
+    _cut_ghost_ends(shot, book, n)
     if shot.options.reentry:
         _join_reentries(shot, book, n)
     shot.layers.flush()
@@ -157,6 +161,33 @@ def _fill_gaps(shot: Shot, book: IdentityBook, frames: int) -> None:
             _track_span(shot, book, lid, span, until_lost)
 
 
+def _cut_ghost_ends(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Cut the frames at a layer's ends where its mask stood still with no detection behind it
+    (``workers.core.ghosts``)."""
+    options = GhostOptions(min_frames=shot.options.ghost_still_frames, support_iou=book.options.revive_iou)
+    if options.min_frames <= 0:
+        return
+    detected = set(detection_positions(frames, shot.options))
+    looks: dict[int, list[FrameLook]] = {lid: [] for lid in _written_layers(shot, book, frames)}
+    previous: dict[int, np.ndarray] = {}
+    for pos in range(frames):
+        for lid, tracked in shot.layers.get(pos).items():
+            if lid in looks:
+                mask = tracked.mask
+                still = iou(mask, previous[lid]) if lid in previous else 0.0
+                looks[lid].append(FrameLook(pos, still, tracked.quality, pos in detected))
+                previous[lid] = mask
+    cuts: dict[int, list[int]] = {}
+    for lid, layer_looks in looks.items():
+        for pos in ghost_frames(layer_looks, options):
+            cuts.setdefault(pos, []).append(lid)
+    for pos, lids in cuts.items():
+        cache = shot.layers.get(pos)
+        for lid in lids:
+            del cache[lid]
+        shot.layers.put(pos, cache)
+
+
 def _track_span(shot: Shot, book: IdentityBook, lid: int, span: range, until_lost: bool) -> None:
     """Track one layer from its mask at ``span[0]`` over the rest of ``span``, filling only frames
     it is missing from; ``until_lost``: stop at the first frame the tracker does not find it."""
@@ -207,7 +238,8 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
         entry, exit_ = end_descriptors(positions[lid], image, mask_at)
         first, last = positions[lid][0], positions[lid][-1]
         edges = touched_edge(mask_at(first)), touched_edge(mask_at(last))
-        spans.append(LayerSpan(lid, book.layers[lid].label, first, last, areas[lid], entry, exit_, *edges))
+        label = book.layers[lid].label
+        spans.append(LayerSpan(lid, label, first, last, areas[lid], entry, exit_, *edges))
     joins = plan_joins(spans, ReentryOptions(min_similarity=shot.options.reentry_similarity))
     for later, earlier in joins.items():
         book.join(later, earlier)

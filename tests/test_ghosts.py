@@ -1,0 +1,63 @@
+"""The ghost-end rule (``workers.core.ghosts``): pure logic over per-frame looks, no masks."""
+
+from __future__ import annotations
+
+from workers.core.ghosts import FrameLook, GhostOptions, ghost_frames
+
+OPTIONS = GhostOptions()
+
+
+def _layer(pattern: str, detected: str | None = None) -> list[FrameLook]:
+    """One look per character: S supported and moving, s supported but still, m moving and
+    unsupported, h held still and unsupported; ``detected`` (same length, '.' = not run) says where
+    the detector ran (everywhere by default)."""
+    looks = []
+    for pos, kind in enumerate(pattern):
+        ran = detected is None or detected[pos] != "."
+        quality = 0.9 if kind in "Ss" else 0.0
+        still = 1.0 if kind in "sh" and pos else 0.5
+        looks.append(FrameLook(pos, still, quality if ran else 0.0, ran))
+    return looks
+
+
+def test_a_mask_held_still_after_its_object_left_is_cut_to_the_last_supported_frame() -> None:
+    # frame 6 is where the mask froze (frame 7 on are it held still): the tracker's last estimate stays
+    looks = _layer("SSSSSSmhhhhhhhh")
+    assert ghost_frames(looks, OPTIONS) == list(range(7, 15))
+
+
+def test_a_mask_held_still_before_its_object_entered_is_cut_too() -> None:
+    # the backward pass's ghost: the head's first frame has no previous one, so its stillness is
+    # judged by the next frame's
+    looks = _layer("hhhhhhmSSSSS")
+    assert ghost_frames(looks, OPTIONS) == list(range(0, 5))
+
+
+def test_an_undetected_object_that_keeps_moving_keeps_its_frames() -> None:
+    assert ghost_frames(_layer("SSSSSmmmmmmmm"), OPTIONS) == []
+
+
+def test_a_still_object_that_detections_support_is_kept() -> None:
+    assert ghost_frames(_layer("SSSsssssssssS"), OPTIONS) == []
+
+
+def test_a_short_still_end_is_left_to_the_windows() -> None:
+    assert ghost_frames(_layer("SSSSSSShhhh"), OPTIONS) == []
+
+
+def test_no_cut_without_enough_frames_the_detector_ran_on() -> None:
+    # detect=refresh: the detector ran on one frame of the end, which says too little
+    looks = _layer("SSSSShhhhhh", detected="S....S.....")
+    assert ghost_frames(looks, OPTIONS) == []
+    # … over more refreshes it is cut from its first held-still frame; the undetected moving
+    # frames after the last supported one stay
+    looks = _layer("SSSSmhhhhhhhhhhh", detected="S....S....S....S")
+    assert ghost_frames(looks, OPTIONS) == list(range(5, 16))
+
+
+def test_a_layer_no_detection_ever_supported_is_left_to_the_confirmation_rules() -> None:
+    assert ghost_frames(_layer("hhhhhhhhhh"), OPTIONS) == []
+
+
+def test_zero_min_frames_turns_the_rule_off() -> None:
+    assert ghost_frames(_layer("SSSSSSmhhhhhhhh"), GhostOptions(min_frames=0)) == []
