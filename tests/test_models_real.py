@@ -71,6 +71,23 @@ def test_sam2_segments_boxes_with_one_encoder_pass_per_frame(model_set: ModelSet
     assert seg.segment(frame(1003), []).shape == (0, 144, 256)
 
 
+def test_sam2_describes_a_mask_from_the_cached_features_without_encoding_again(model_set: ModelSet) -> None:
+    describer = model_set.describer
+    assert describer is not None
+    model_set.segmenter.segment(frame(1004), [Detection((10, 10, 100, 100), "ball", 0.9)])
+    passes = model_set.counters()["image_encoder_passes"]
+    mask = np.zeros((144, 256), bool)
+    mask[20:90, 30:120] = True
+    first, again = describer.describe(frame(1004), mask), describer.describe(frame(1004), mask)
+    assert first.ndim == 1 and first.size > 1 and abs(float(np.linalg.norm(first)) - 1.0) < 1e-5
+    assert float(np.dot(first, again)) > 0.9999  # the same pixels describe the same
+    elsewhere = np.zeros_like(mask)
+    elsewhere[100:140, 180:250] = True
+    assert float(np.dot(first, describer.describe(frame(1004), elsewhere))) < 0.9999
+    assert model_set.counters()["image_encoder_passes"] == passes  # read from the cache
+    assert not describer.describe(frame(1004), np.zeros_like(mask)).any()  # an empty mask describes nothing
+
+
 def test_groundingdino_returns_boxes_inside_the_frame(model_set: ModelSet) -> None:
     found = model_set.detector.detect(frame(), ["ball", "box"], 0.3, 0.25)
     assert model_set.detector.counters["detector_calls"] >= 1

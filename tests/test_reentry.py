@@ -77,3 +77,28 @@ def test_touched_edge_names_the_side_a_mask_is_cut_by() -> None:
     assert touched_edge(mask) == "right"
     mask[0:2, 0:12] = True
     assert touched_edge(mask) == "top"
+
+
+def _featured(lid: int, first: int, last: int, look: np.ndarray, features: np.ndarray) -> LayerSpan:
+    unit = features / np.linalg.norm(features)
+    return LayerSpan(lid, "car", first, last, 1000, look, look, entry_features=unit, exit_features=unit)
+
+
+def test_with_encoder_features_same_colours_are_not_enough() -> None:
+    # two cars of one colour: the histogram matches, the encoder tells them apart
+    left, back, other = _look(1, 0, 0), _look(0.95, 0.1, 0), _look(0, 1, 0)
+    spans = [_featured(1, 0, 20, RED, left), _featured(2, 35, 59, RED2, other)]
+    assert plan_joins(spans, ReentryOptions()) == {}
+    spans = [_featured(1, 0, 20, RED, left), _featured(2, 35, 59, RED2, back)]
+    assert plan_joins(spans, ReentryOptions()) == {2: 1}
+    # …and features never stand in for colour: a blue car is not the red one back
+    assert plan_joins([_featured(1, 0, 20, RED, left), _featured(2, 35, 59, BLUE, left)], ReentryOptions()) == {}
+
+
+def test_encoder_features_pick_which_of_two_same_coloured_layers_came_back() -> None:
+    # colour alone cannot choose between two red cars that left (within the margin) …
+    assert plan_joins([_span(1, 0, 10, RED), _span(2, 0, 12, RED), _span(3, 30, 50, RED)], ReentryOptions()) == {}
+    # … the features can
+    a, b = _look(1, 0, 0), _look(0, 1, 0)
+    spans = [_featured(1, 0, 10, RED, a), _featured(2, 0, 12, RED, b), _featured(3, 30, 50, RED, b)]
+    assert plan_joins(spans, ReentryOptions()) == {3: 2}

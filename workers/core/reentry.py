@@ -11,7 +11,9 @@ Here, after tracking:
 - candidates are pairs (earlier, later) of the same label whose frame spans do not overlap at all
   (two layers on one frame are two objects, whatever they look like);
 - their appearance is compared: the earlier layer's last frames against the later one's first
-  frames (``Appearance``: a descriptor per layer end, similarity in 0…1);
+  frames: a colour descriptor per layer end (similarity in 0…1) and, where the models give them,
+  the image encoder's features pooled inside the mask (cosine similarity); with features a join
+  needs both cues, and candidates are ranked by their mean;
 - sizes must be plausible: the larger of the two layers' biggest masks at most ``max_area_ratio``
   times the smaller (masks cut by the frame edge do not count; a layer never seen whole has an
   area of 0, and its size is not judged);
@@ -37,6 +39,9 @@ class ReentryOptions:
     min_similarity: float = 0.8
     margin: float = 0.05
     max_area_ratio: float = 2.5
+    # SAM2 image-embedding cosine for one object seen twice: not calibrated on trained weights
+    # here (none can be downloaded on the development machines); see docs/mattes.md
+    min_feature_similarity: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class LayerSpan:
     exit: np.ndarray
     entry_edge: str | None = None  # the frame edge its first mask touches ("left", …), if any
     exit_edge: str | None = None  # the frame edge its last mask touches, if any
+    entry_features: np.ndarray | None = None  # unit vectors of encoder features, when the models give them
+    exit_features: np.ndarray | None = None
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,6 +79,7 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
     tail_last = {s.id: s.last for s in spans}
     tail_exit = {s.id: s.exit for s in spans}
     tail_edge = {s.id: s.exit_edge for s in spans}
+    tail_features = {s.id: s.exit_features for s in spans}
     max_area = {s.id: s.max_area for s in spans}
     for later in sorted(spans, key=lambda s: (s.first, s.id)):
         scored = []
@@ -87,9 +95,18 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
             small, big = sorted((max_area[head], later.max_area))
             if small > 0 and big > options.max_area_ratio * small:
                 continue  # (an area of 0: never seen whole, size unknown)
-            scored.append((similarity(tail_exit[head], later.entry), head))
+            score = similarity(tail_exit[head], later.entry)
+            if score < options.min_similarity:
+                continue
+            features = tail_features[head], later.entry_features
+            if features[0] is not None and features[1] is not None:
+                cosine = float(np.dot(features[0], features[1]))
+                if cosine < options.min_feature_similarity:
+                    continue  # the same colours, but the encoder sees another object
+                score = (score + cosine) / 2
+            scored.append((score, head))
         scored.sort(reverse=True)
-        if not scored or scored[0][0] < options.min_similarity:
+        if not scored:
             continue
         if len(scored) > 1 and scored[0][0] - scored[1][0] < options.margin:
             continue  # two earlier layers look alike: no way to tell which came back
@@ -98,6 +115,7 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
         tail_last[head] = later.last
         tail_exit[head] = later.exit
         tail_edge[head] = later.exit_edge
+        tail_features[head] = later.exit_features
         max_area[head] = max(max_area[head], later.max_area)
     return joins
 

@@ -101,7 +101,14 @@ def _checkpoint(settings: Settings, key: str) -> Path:
 
 def _build_sam2_gdino(settings: Settings) -> ModelSet:
     from workers.models.gdino import GroundingDinoDetector, build_gdino_model
-    from workers.models.sam2_adapter import FeatureCache, Sam2Refiner, Sam2Segmenter, Sam2Tracker, build_sam2_model
+    from workers.models.sam2_adapter import (
+        FeatureCache,
+        Sam2Describer,
+        Sam2Refiner,
+        Sam2Segmenter,
+        Sam2Tracker,
+        build_sam2_model,
+    )
     from workers.models.text_encoder import random_text_encoder
 
     device = resolve_device(settings.device)
@@ -135,6 +142,7 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
         segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
         tracker=Sam2Tracker(sam2_model, features, sam2.key, settings.offload_state_to_cpu),
         refiner=Sam2Refiner(sam2_model, features, sam2.key),
+        describer=Sam2Describer(features, sam2.key),
         backend="sam2-gdino",
         weights=settings.weights,
         device=device,

@@ -109,6 +109,19 @@ class Refiner(Protocol):
         ...
 
 
+class Describer(Protocol):
+    """What an object looks like to the model: its image-encoder features pooled inside a mask,
+    for telling apart objects that leave and come back (re-entry). Reads the frame's cached
+    features; encodes only a frame not cached (counted by the cache)."""
+
+    name: str
+    counters: Counter[str]
+
+    def describe(self, frame: ModelFrame, mask: np.ndarray) -> np.ndarray:
+        """A unit-length vector for the pixels of ``frame`` inside ``mask`` (bool, h × w)."""
+        ...
+
+
 @dataclass
 class ModelSet:
     """The models one worker process loaded, with what a job must record about them."""
@@ -121,10 +134,11 @@ class ModelSet:
     device: str
     checkpoints: dict[str, str] = field(default_factory=dict)
     refiner: Refiner | None = None  # interactive clicks (artist refinement)
+    describer: Describer | None = None  # encoder-feature appearance (re-entry); colour alone without
 
     def counters(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for model in (self.detector, self.segmenter, self.tracker, self.refiner):
+        for model in (self.detector, self.segmenter, self.tracker, self.refiner, self.describer):
             if model is not None:
                 total.update(model.counters)
         return total

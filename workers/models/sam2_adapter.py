@@ -249,6 +249,33 @@ class Sam2Refiner:
         return np.log(coverage / (1 - coverage))[None].astype(np.float32)
 
 
+class Sam2Describer:
+    """Image-encoder features pooled inside a mask: the lowest-resolution level of the backbone
+    (SAM2's image embedding, 1/16 of the input), averaged with the mask's area coverage of each
+    feature cell as weights, then scaled to unit length. The frame's features come from the shared
+    cache, which the track stage has just filled, so describing a layer's ends costs no encoder
+    pass while the shot fits the cache."""
+
+    def __init__(self, cache: FeatureCache, name: str) -> None:
+        self.cache, self.name = cache, name
+        self.counters: Counter[str] = Counter()
+
+    def describe(self, frame: ModelFrame, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            embedding = self.cache.backbone(frame)["backbone_fpn"][-1][0].float()  # (C, H, W)
+        channels, height, width = embedding.shape
+        # the encoder saw the frame squashed to a square: the mask is squashed the same way
+        weights = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        self.counters["appearance_descriptors"] += 1
+        if weights.sum() <= 0:
+            return np.zeros(channels, np.float32)
+        w = torch.from_numpy(weights).to(embedding.device)
+        pooled = (embedding * w).sum(dim=(1, 2)) / w.sum()
+        vector = pooled.cpu().numpy().astype(np.float32)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector
+
+
 class Sam2Tracker:
     """Mask-prompted tracking through one window, state fresh per window."""
 

@@ -4,8 +4,9 @@ layer's mask on its first and last few frames.
 The descriptor is a histogram of chromaticity (r, g of r+g+b) and brightness of the working
 frame's pixels inside the mask, one pixel in from its edge (so background at the boundary does not
 leak in). Chromaticity barely changes with shading, so an object seen lit and in shadow still
-matches. It reads the frames the models saw, so it serves both backends; pooled SAM2 encoder
-features would tell apart objects of one colour better (not done: see the issue's notes).
+matches. It reads the frames the models saw, so it serves every backend. Where the models have a
+``Describer`` (SAM2: its image embedding pooled inside the mask), each end also gets a feature
+vector, which tells apart objects of one colour that the histogram cannot.
 """
 
 from __future__ import annotations
@@ -41,3 +42,15 @@ def end_descriptors(
         return np.sum([colour_descriptor(image(p), mask(p)) for p in chosen], axis=0)
 
     return summed(positions[:END_FRAMES]), summed(positions[-END_FRAMES:])
+
+
+def end_features(positions: list[int], describe: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(entry, exit) unit feature vectors of a layer present at ``positions``: the mean of the
+    describer's vectors over each end's frames, scaled to unit length."""
+
+    def mean(chosen: Iterable[int]) -> np.ndarray:
+        vector = np.mean([describe(p) for p in chosen], axis=0)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector
+
+    return mean(positions[:END_FRAMES]), mean(positions[-END_FRAMES:])

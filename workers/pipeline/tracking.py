@@ -22,7 +22,8 @@ from workers.core.layers import NESTED_SHARE, LayerLinker, LayerNamer, nested_pa
 from workers.core.masks import contained, iou
 from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_edge
 from workers.core.windows import keyframe_windows, plan_windows, short_gaps, sweep_starts
-from workers.pipeline.appearance import end_descriptors
+from workers.models.interfaces import Describer
+from workers.pipeline.appearance import end_descriptors, end_features
 from workers.pipeline.scratch import LayerStore, TrackedMask, logits_of, quantize_logits
 from workers.pipeline.stages import Shot, StageClock, detection_positions
 from workers.pipeline.track_passes import sweep_passes, window_passes
@@ -229,6 +230,7 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
     def image(pos: int) -> np.ndarray:
         return shot.source.at(pos).image
 
+    describer = shot.models.describer
     spans = []
     for lid in candidates:
 
@@ -238,8 +240,15 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
         entry, exit_ = end_descriptors(positions[lid], image, mask_at)
         first, last = positions[lid][0], positions[lid][-1]
         edges = touched_edge(mask_at(first)), touched_edge(mask_at(last))
+        features: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if describer is not None:
+
+            def describe(pos: int, lid: int = lid, describer: Describer = describer) -> np.ndarray:
+                return describer.describe(shot.source.at(pos), shot.layers.get(pos)[lid].mask)
+
+            features = end_features(positions[lid], describe)
         label = book.layers[lid].label
-        spans.append(LayerSpan(lid, label, first, last, areas[lid], entry, exit_, *edges))
+        spans.append(LayerSpan(lid, label, first, last, areas[lid], entry, exit_, *edges, *features))
     joins = plan_joins(spans, ReentryOptions(min_similarity=shot.options.reentry_similarity))
     for later, earlier in joins.items():
         book.join(later, earlier)
