@@ -138,6 +138,7 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
             gdino.key,
             short_side=settings.detector_short_side,
             max_side=settings.detector_max_side,
+            batch_frames=settings.detector_batch_frames,
         ),
         segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
         tracker=Sam2Tracker(sam2_model, features, sam2.key, settings.offload_state_to_cpu),

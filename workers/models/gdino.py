@@ -70,7 +70,9 @@ def detector_size(width: int, height: int, short_side: int, max_side: int) -> tu
 
 class TextOnce(torch.nn.Module):
     """GroundingDINO's text encoder (BERT) run once per prompt: it encoded the same caption again
-    on every frame of a job. The latest caption's output is kept; another caption is encoded anew."""
+    on every frame of a job, and on every row of a batch of frames. The latest caption's output is
+    kept; another caption is encoded anew. A batch whose rows are all one caption is encoded as one
+    row and the output shared by every row."""
 
     def __init__(self, bert: torch.nn.Module, counters: Counter[str]) -> None:
         super().__init__()
@@ -79,6 +81,12 @@ class TextOnce(torch.nn.Module):
         self._output: Any = None
 
     def forward(self, **inputs: torch.Tensor) -> Any:
+        rows = {len(t) for t in inputs.values()}
+        batch = rows.pop() if len(rows) == 1 else 1
+        if batch > 1 and all(bool((t == t[:1]).all()) for t in inputs.values()):
+            hidden = self.forward(**{name: t[:1] for name, t in inputs.items()})["last_hidden_state"]
+            # GroundingDINO reads only ``last_hidden_state`` from the encoder's output
+            return {"last_hidden_state": hidden.expand(batch, *hidden.shape[1:])}
         key = tuple((name, tuple(t.shape), t.cpu().numpy().tobytes()) for name, t in sorted(inputs.items()))
         if key != self._key:
             self._output, self._key = self.bert(**inputs), key
@@ -87,11 +95,20 @@ class TextOnce(torch.nn.Module):
 
 
 class GroundingDinoDetector:
+    """GroundingDINO over a batch of frames per forward (``batch_frames``): one caption, frames of
+    one plate (one size), so the batch needs no padding."""
+
     def __init__(
-        self, model: torch.nn.Module, device: str, name: str, short_side: int = 800, max_side: int = 1333
+        self,
+        model: torch.nn.Module,
+        device: str,
+        name: str,
+        short_side: int = 800,
+        max_side: int = 1333,
+        batch_frames: int = 1,
     ) -> None:
         self.model, self.device, self.name = model, device, name
-        self.short_side, self.max_side = short_side, max_side
+        self.short_side, self.max_side, self.batch_frames = short_side, max_side, batch_frames
         self.counters: Counter[str] = Counter()
         bert = model.bert
         if isinstance(bert, torch.nn.Module) and not isinstance(bert, TextOnce):
@@ -100,19 +117,48 @@ class GroundingDinoDetector:
     def detect(
         self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[Detection]:
-        from groundingdino.util.inference import predict
+        return self.detect_many([frame], classes, box_threshold, text_threshold)[0]
 
+    def detect_many(
+        self, frames: Sequence[ModelFrame], classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[list[Detection]]:
+        from groundingdino.util.utils import get_phrases_from_posmap
+
+        if not frames:
+            return []
+        caption = caption_for(classes).lower().strip()  # GroundingDINO's preprocess_caption
+        images = torch.stack([self._pixels(frame) for frame in frames]).to(self.device)
+        with torch.inference_mode():
+            outputs = self.model(images, captions=[caption] * len(frames))
+        self.counters["detector_calls"] += len(frames)
+        self.counters["detector_forwards"] += 1
+        all_logits = outputs["pred_logits"].float().cpu().sigmoid()  # (B, queries, 256)
+        all_boxes = outputs["pred_boxes"].float().cpu()  # (B, queries, 4) cx, cy, w, h in 0..1
+        tokenizer: Any = self.model.tokenizer  # a Hugging Face tokenizer, not a submodule
+        tokenized = tokenizer(caption)
+        found: list[list[Detection]] = []
+        for frame, logits, boxes in zip(frames, all_logits, all_boxes, strict=True):
+            keep = logits.max(dim=1)[0] > box_threshold
+            phrases = [
+                get_phrases_from_posmap(logit > text_threshold, tokenized, tokenizer).replace(".", "")
+                for logit in logits[keep]
+            ]
+            found.append(self._detections(frame, boxes[keep], logits[keep].max(dim=1)[0], phrases, classes))
+        return found
+
+    def _pixels(self, frame: ModelFrame) -> torch.Tensor:
         w, h = frame.size
         pixels = cv2.resize(
             frame.image, detector_size(w, h, self.short_side, self.max_side), interpolation=cv2.INTER_LINEAR
         )
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
-        image = (image - _MEAN) / _STD
-        with torch.inference_mode():
-            boxes, scores, phrases = predict(
-                self.model, image, caption_for(classes), box_threshold, text_threshold, device=self.device
-            )
-        self.counters["detector_calls"] += 1
+        return (image - _MEAN) / _STD
+
+    @staticmethod
+    def _detections(
+        frame: ModelFrame, boxes: torch.Tensor, scores: torch.Tensor, phrases: list[str], classes: Sequence[str]
+    ) -> list[Detection]:
+        w, h = frame.size
         found: list[Detection] = []
         for (cx, cy, bw, bh), score, phrase in zip(boxes.tolist(), scores.tolist(), phrases, strict=True):
             label = label_for(phrase, classes)

@@ -38,10 +38,18 @@ class Detection:
 class Detector(Protocol):
     name: str
     counters: Counter[str]
+    batch_frames: int  # frames one forward pass takes (``detect_many`` is called with up to this many)
 
     def detect(
         self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[Detection]: ...
+
+    def detect_many(
+        self, frames: Sequence[ModelFrame], classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[list[Detection]]:
+        """``detect`` for each of ``frames`` (frames of one plate: one size), in one batch where the
+        model allows."""
+        ...
 
 
 class Segmenter(Protocol):

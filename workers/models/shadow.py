@@ -20,12 +20,19 @@ class ShadowDetector:
     def __init__(self, real: Detector, truth: Detector) -> None:
         self.real, self.truth, self.name = real, truth, f"{real.name} (shadowed)"
         self.counters: Counter[str] = real.counters
+        self.batch_frames = real.batch_frames
 
     def detect(
         self, frame: ModelFrame, classes: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[Detection]:
         self.real.detect(frame, classes, box_threshold, text_threshold)
         return self.truth.detect(frame, classes, box_threshold, text_threshold)
+
+    def detect_many(
+        self, frames: Sequence[ModelFrame], classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[list[Detection]]:
+        self.real.detect_many(frames, classes, box_threshold, text_threshold)
+        return self.truth.detect_many(frames, classes, box_threshold, text_threshold)
 
 
 class ShadowSegmenter:

@@ -55,6 +55,7 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 class SyntheticDetector:
     name = "synthetic-detector"
+    batch_frames = 1
 
     def __init__(self, truth: TruthReader, noise: SyntheticNoise, delay_s: float = 0.0) -> None:
         self.truth, self.noise, self.counters = truth, noise, Counter[str]()
@@ -96,6 +97,11 @@ class SyntheticDetector:
             if score >= box_threshold:
                 found.append(Detection((x0, y0, x0 + bw, y0 + bh), label, score))
         return found
+
+    def detect_many(
+        self, frames: Sequence[ModelFrame], classes: Sequence[str], box_threshold: float, text_threshold: float
+    ) -> list[list[Detection]]:
+        return [self.detect(frame, classes, box_threshold, text_threshold) for frame in frames]
 
 
 class SyntheticSegmenter:

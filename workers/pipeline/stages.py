@@ -133,10 +133,16 @@ def detect_stage(shot: Shot, classes: list[str], positions: list[int] | None = N
     clock = StageClock(StageName.DETECT, shot.reporter, len(positions))
     found: dict[int, list[Detection]] = {}
     opts = shot.options
-    for pos in positions:
-        boxes = shot.models.detector.detect(shot.source.at(pos), classes, opts.box_threshold, opts.text_threshold)
-        found[pos] = sorted(boxes, key=lambda d: -d.score)[: opts.max_detections]
-        clock.tick()
+    detector = shot.models.detector
+    step = max(1, detector.batch_frames)
+    for start in range(0, len(positions), step):
+        batch = positions[start : start + step]
+        frames = [shot.source.at(pos) for pos in batch]
+        for pos, boxes in zip(
+            batch, detector.detect_many(frames, classes, opts.box_threshold, opts.text_threshold), strict=True
+        ):
+            found[pos] = sorted(boxes, key=lambda d: -d.score)[: opts.max_detections]
+            clock.tick()
     clock.close()
     return found
 
