@@ -144,12 +144,13 @@ class Settings(BaseSettings):
         800, ge=320, le=2048, description="GroundingDINO input short side (its training scale is 800)."
     )
     detector_max_side: int = Field(1333, ge=320, le=4096, description="GroundingDINO input long-side cap.")
-    detector_batch_frames: int = Field(
-        4,
+    detector_batch_frames: int | None = Field(
+        None,
         ge=1,
         le=64,
-        description="Frames GroundingDINO takes in one forward pass (one caption, one plate size). Larger "
-        "batches keep a GPU busier; activation memory grows with it (about 1 GB a frame at 800 px).",
+        description="Frames GroundingDINO takes in one forward pass (one caption, one plate size). Unset: 4 on "
+        "a GPU (fewer, larger kernels; not yet measured on one), 1 on CPU, where 4 frames per forward took "
+        "1.3x longer per frame on 2 cores (memory-bound). Activation memory grows with the batch.",
     )
     synthetic_delay_s: float = Field(
         0.0,

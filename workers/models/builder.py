@@ -138,7 +138,7 @@ def _build_sam2_gdino(settings: Settings) -> ModelSet:
             gdino.key,
             short_side=settings.detector_short_side,
             max_side=settings.detector_max_side,
-            batch_frames=settings.detector_batch_frames,
+            batch_frames=settings.detector_batch_frames or (4 if device.startswith("cuda") else 1),
         ),
         segmenter=Sam2Segmenter(sam2_model, features, sam2.key),
         tracker=Sam2Tracker(sam2_model, features, sam2.key, settings.offload_state_to_cpu),
