@@ -67,3 +67,22 @@ def test_compare_refuses_unknown_scenarios_and_sizes(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--sizes" in bad.output and "WIDTHxHEIGHT" in bad.output
     bad = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--strategy", "greedy"])
     assert bad.exit_code == 2 and "--strategy" in bad.output
+
+
+def test_a_second_compare_into_a_folder_in_use_is_a_clear_error_not_a_collision(tmp_path: Path) -> None:
+    import fcntl
+
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    # another comparison holds the folder (each clears and rewrites its renders as it goes)
+    with (tmp_path / ".compare.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = CliRunner().invoke(cli, ["compare", "--dir", str(tmp_path), "--shots", "1", "--frames", "20"])
+        assert busy.exit_code == 2 and "--dir" in busy.output and "in use" in busy.output
+        assert not (tmp_path / "renders").exists()  # it wrote nothing
+    done = CliRunner().invoke(
+        cli, ["compare", "--dir", str(tmp_path), "--shots", "1", "--frames", "20", "--strategy", "per-frame"]
+    )
+    assert done.exit_code == 0, done.output  # once free, the folder serves again

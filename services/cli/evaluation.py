@@ -137,6 +137,7 @@ def compare(
 ) -> None:
     """Run every strategy on a suite of synthetic shots, each under several noise draws, and print
     one table: mean and worst shot (synthetic backend)."""
+    from workers.bench.strategies import WorkdirBusy
     from workers.bench.strategies import compare as run_compare
     from workers.models.synthetic import HARD_NOISE, SyntheticNoise
     from workers.synthetic.shot import SCENARIOS
@@ -149,12 +150,15 @@ def compare(
     noise = HARD_NOISE if noise_level == "hard" else SyntheticNoise()
     chosen = tuple(Strategy(name) for name in strategy_names) if strategy_names else tuple(Strategy)
     with console.status("running…") as status:
-        results = run_compare(
-            workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
-            noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen, tracking=TrackingMode(tracking),
-            detect=DetectMode(detect),
-            progress=lambda what: status.update(f"done: {what}"),
-        )  # fmt: skip
+        try:
+            results = run_compare(
+                workdir, shots=shots, frames=frames, objects=objects, first_seed=first_seed, noise_seeds=noise_seeds,
+                noise=noise, scenarios=kinds, sizes=plate_sizes, strategies=chosen, tracking=TrackingMode(tracking),
+                detect=DetectMode(detect),
+                progress=lambda what: status.update(f"done: {what}"),
+            )  # fmt: skip
+        except WorkdirBusy as busy:
+            raise click.BadParameter(f"{busy}; give this one its own --dir", param_hint="--dir") from None
     rows: list[dict[str, Any]] = []
     for strategy in chosen:
         mine = [r for r in results if r.strategy == strategy]

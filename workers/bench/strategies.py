@@ -3,10 +3,12 @@ them: the comparison behind ``mattefarm compare``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,43 @@ def compare(
     taken in turn), each under ``noise_seeds`` draws of the detector/segmenter/tracker noise
     (seeds 0…): one result per shot, noise seed and strategy, named ``synthNN0-SCENARIO/nK``. The
     prompt is the shot's own labels; ``tracking`` and ``detect`` are the farm strategy's modes."""
+    with _only_user(root):
+        return _compare(
+            root, shots, frames, objects, strategies, first_seed, noise_seeds, noise, scenarios, sizes, tracking,
+            detect, progress,
+        )  # fmt: skip
+
+
+class WorkdirBusy(RuntimeError):
+    """Another comparison is writing into the same folder (each clears and writes its renders)."""
+
+
+@contextlib.contextmanager
+def _only_user(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".compare.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirBusy(f"{root} is in use by another comparison") from None
+        yield
+
+
+def _compare(
+    root: Path,
+    shots: int,
+    frames: int,
+    objects: int,
+    strategies: tuple[Strategy, ...],
+    first_seed: int,
+    noise_seeds: int,
+    noise: SyntheticNoise | None,
+    scenarios: tuple[str, ...],
+    sizes: tuple[tuple[int, int], ...],
+    tracking: TrackingMode,
+    detect: DetectMode,
+    progress: Callable[[str], None] | None,
+) -> list[RunResult]:
     results: list[RunResult] = []
     base = noise or SyntheticNoise()
     for index in range(shots):
