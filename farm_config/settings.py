@@ -150,7 +150,8 @@ class Settings(BaseSettings):
         le=64,
         description="Frames GroundingDINO takes in one forward pass (one caption, one plate size). Unset: 4 on "
         "a GPU (fewer, larger kernels; not yet measured on one), 1 on CPU, where 4 frames per forward took "
-        "1.3x longer per frame on 2 cores (memory-bound). Activation memory grows with the batch.",
+        "1.06-1.3x longer per frame on 2 cores and 8 took 1.9x (memory-bound). Activation memory grows with "
+        "the batch.",
     )
     synthetic_delay_s: float = Field(
         0.0,
