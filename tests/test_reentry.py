@@ -102,3 +102,14 @@ def test_encoder_features_pick_which_of_two_same_coloured_layers_came_back() -> 
     a, b = _look(1, 0, 0), _look(0, 1, 0)
     spans = [_featured(1, 0, 10, RED, a), _featured(2, 0, 12, RED, b), _featured(3, 30, 50, RED, b)]
     assert plan_joins(spans, ReentryOptions()) == {3: 2}
+
+
+def test_a_runner_up_under_the_colour_threshold_still_counts_against_the_margin() -> None:
+    # similarities to the later layer's look: 0.82 (over the 0.8 threshold) and 0.79 (under it, but
+    # within the 0.05 margin): the pair is unsure, so nothing is joined
+    entry = _look(1, 0)
+    near, nearer = _look(0.6241, 1 - 0.6241), _look(0.6724, 1 - 0.6724)
+    assert round(similarity(nearer, entry), 3) == 0.82 and round(similarity(near, entry), 3) == 0.79
+    spans = [_span(1, 0, 10, nearer), _span(2, 0, 12, near), _span(3, 30, 50, entry)]
+    assert plan_joins(spans, ReentryOptions()) == {}
+    assert plan_joins([_span(1, 0, 10, nearer), _span(3, 30, 50, entry)], ReentryOptions()) == {3: 1}

@@ -95,22 +95,23 @@ def plan_joins(spans: list[LayerSpan], options: ReentryOptions) -> dict[int, int
             small, big = sorted((max_area[head], later.max_area))
             if small > 0 and big > options.max_area_ratio * small:
                 continue  # (an area of 0: never seen whole, size unknown)
-            score = similarity(tail_exit[head], later.entry)
-            if score < options.min_similarity:
-                continue
+            colour = similarity(tail_exit[head], later.entry)
+            score = colour
             features = tail_features[head], later.entry_features
             if features[0] is not None and features[1] is not None:
                 cosine = float(np.dot(features[0], features[1]))
                 if cosine < options.min_feature_similarity:
-                    continue  # the same colours, but the encoder sees another object
-                score = (score + cosine) / 2
-            scored.append((score, head))
+                    continue  # whatever the colours, the encoder sees another object
+                score = (colour + cosine) / 2
+            scored.append((score, colour, head))
         scored.sort(reverse=True)
-        if not scored:
+        # the colour threshold is the best candidate's; a runner-up under it still counts against
+        # the margin (as before features: an unsure pair is not joined)
+        if not scored or scored[0][1] < options.min_similarity:
             continue
         if len(scored) > 1 and scored[0][0] - scored[1][0] < options.margin:
             continue  # two earlier layers look alike: no way to tell which came back
-        head = scored[0][1]
+        head = scored[0][2]
         joins[later.id] = head
         tail_last[head] = later.last
         tail_exit[head] = later.exit

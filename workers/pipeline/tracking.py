@@ -11,6 +11,7 @@ Three strategies share this stage so they can be compared on one shot:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,8 +244,10 @@ def _join_reentries(shot: Shot, book: IdentityBook, frames: int) -> None:
         features: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         if describer is not None:
 
-            def describe(pos: int, lid: int = lid, describer: Describer = describer) -> np.ndarray:
-                return describer.describe(shot.source.at(pos), shot.layers.get(pos)[lid].mask)
+            def describe(
+                pos: int, mask_at: Callable[[int], np.ndarray] = mask_at, d: Describer = describer
+            ) -> np.ndarray:
+                return d.describe(shot.source.at(pos), mask_at(pos))
 
             features = end_features(positions[lid], describe)
         label = book.layers[lid].label
