@@ -124,11 +124,31 @@ def compare(
     taken in turn), each under ``noise_seeds`` draws of the detector/segmenter/tracker noise
     (seeds 0…): one result per shot, noise seed and strategy, named ``synthNN0-SCENARIO/nK``. The
     prompt is the shot's own labels; ``tracking`` and ``detect`` are the farm strategy's modes."""
-    with _only_user(root):
-        return _compare(
-            root, shots, frames, objects, strategies, first_seed, noise_seeds, noise, scenarios, sizes, tracking,
-            detect, progress,
-        )  # fmt: skip
+    with _only_user(root):  # another comparison in the same folder would clear our renders
+        results: list[RunResult] = []
+        base = noise or SyntheticNoise()
+        for index in range(shots):
+            scenario, (width, height) = scenarios[index % len(scenarios)], sizes[index % len(sizes)]
+            shot = f"synth{index + 1:02d}0-{scenario}"
+            plate = write_shot(root / "shots", shot, frames=frames, objects=objects, seed=first_seed + index,
+                               scenario=scenario, width=width, height=height)  # fmt: skip
+            truth = plate.parent.parent / "truth"
+            classes = shot_labels(truth)
+            for noise_seed in range(noise_seeds):
+                name = f"{shot}/n{noise_seed}"
+                for strategy in strategies:
+                    out = root / "renders" / strategy.value / shot / f"n{noise_seed}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    out.mkdir(parents=True)
+                    models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
+                    started = time.monotonic()
+                    options = PipelineOptions(strategy=strategy, tracking=tracking, detect=detect_for(strategy, detect))
+                    counters = run_shot(str(plate), classes, options, models, out)
+                    score = evaluate(out, truth, classes)
+                    results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
+                    if progress:
+                        progress(f"{name} {strategy.value}")
+    return results
 
 
 class WorkdirBusy(RuntimeError):
@@ -144,44 +164,3 @@ def _only_user(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise WorkdirBusy(f"{root} is in use by another comparison") from None
         yield
-
-
-def _compare(
-    root: Path,
-    shots: int,
-    frames: int,
-    objects: int,
-    strategies: tuple[Strategy, ...],
-    first_seed: int,
-    noise_seeds: int,
-    noise: SyntheticNoise | None,
-    scenarios: tuple[str, ...],
-    sizes: tuple[tuple[int, int], ...],
-    tracking: TrackingMode,
-    detect: DetectMode,
-    progress: Callable[[str], None] | None,
-) -> list[RunResult]:
-    results: list[RunResult] = []
-    base = noise or SyntheticNoise()
-    for index in range(shots):
-        scenario, (width, height) = scenarios[index % len(scenarios)], sizes[index % len(sizes)]
-        shot = f"synth{index + 1:02d}0-{scenario}"
-        plate = write_shot(root / "shots", shot, frames=frames, objects=objects, seed=first_seed + index,
-                           scenario=scenario, width=width, height=height)  # fmt: skip
-        truth = plate.parent.parent / "truth"
-        classes = shot_labels(truth)
-        for noise_seed in range(noise_seeds):
-            name = f"{shot}/n{noise_seed}"
-            for strategy in strategies:
-                out = root / "renders" / strategy.value / shot / f"n{noise_seed}"
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                models = build_synthetic(noise=dataclasses.replace(base, seed=noise_seed))
-                started = time.monotonic()
-                options = PipelineOptions(strategy=strategy, tracking=tracking, detect=detect_for(strategy, detect))
-                counters = run_shot(str(plate), classes, options, models, out)
-                score = evaluate(out, truth, classes)
-                results.append(RunResult(name, strategy, score, time.monotonic() - started, counters))
-                if progress:
-                    progress(f"{name} {strategy.value}")
-    return results
