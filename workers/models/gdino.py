@@ -122,11 +122,14 @@ class GroundingDinoDetector:
     def detect_many(
         self, frames: Sequence[ModelFrame], classes: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[list[Detection]]:
+        from groundingdino.util.inference import preprocess_caption
         from groundingdino.util.utils import get_phrases_from_posmap
 
         if not frames:
             return []
-        caption = caption_for(classes).lower().strip()  # GroundingDINO's preprocess_caption
+        # groundingdino's own predict() takes one image; its caption rule and phrase read-out are
+        # the same below, over a batch
+        caption = preprocess_caption(caption_for(classes))
         images = torch.stack([self._pixels(frame) for frame in frames]).to(self.device)
         with torch.inference_mode():
             outputs = self.model(images, captions=[caption] * len(frames))
