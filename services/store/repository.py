@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -37,7 +37,7 @@ from schemas import (
 from schemas.task import TaskState
 from services.scheduling.plan import plan_tasks
 from services.store.db import Database
-from services.store.tables import EventRow, JobRow, StageRow, TaskRow, utcnow
+from services.store.tables import EventRow, JobRow, StageRow, TaskRow, table_of, utcnow
 from services.store.task_store import new_tasks
 
 
@@ -66,6 +66,11 @@ SORT_COLUMNS: dict[str, Any] = {
     "shot": JobRow.shot,
     "finished": JobRow.finished_at,
 }
+
+
+# A job's status reads, built once: constructing a 27-column SELECT cost as much as running it.
+JOB_BY_ID = select(table_of(JobRow)).where(JobRow.id == bindparam("job_id"))
+STAGES_OF_JOB = select(table_of(StageRow)).where(StageRow.job_id == bindparam("job_id")).order_by(StageRow.position)
 
 
 @dataclass
@@ -123,45 +128,79 @@ class JobStore:
             raise
 
     def _create(self, job: NewJob) -> None:
+        # Core INSERTs of column values, not ORM objects: the unit of work's bookkeeping for a
+        # job, its six stages, a dozen tasks and an event was most of a submission's CPU (3.3 of
+        # 7 ms in-process, the API's p99 under 20 clients). One transaction, as before.
+        now = utcnow()
         with self.db.session() as s:
-            row = JobRow(
-                id=job.id,
-                state=JobState.QUEUED,
-                user=job.user,
-                show=job.spec.show,
-                shot=job.shot,
-                priority=job.spec.priority,
-                prompt=job.spec.prompt,
-                spec=job.spec.model_dump(mode="json"),
-                frames=job.frames,
-                version=job.version,
-                output_dir=job.output_dir,
-                output_pattern=job.output_pattern,
-                counters={},
-                layers=[],
-                warnings=job.warnings,
-                attempts=0,
-                cancel_requested=False,
-                pause_requested=False,
-                gpu_memory_mb=round((job.spec.min_gpu_memory_gb or 0) * 1024),
-                created_at=utcnow(),
-                submit_key=job.submit_key,
+            s.connection().execute(
+                insert(table_of(JobRow)),
+                [
+                    {
+                        "id": job.id,
+                        "state": str(JobState.QUEUED),
+                        "user": job.user,
+                        "show": job.spec.show,
+                        "shot": job.shot,
+                        "priority": job.spec.priority,
+                        "prompt": job.spec.prompt,
+                        "spec": job.spec.model_dump(mode="json"),
+                        "frames": job.frames,
+                        "version": job.version,
+                        "output_dir": job.output_dir,
+                        "output_pattern": job.output_pattern,
+                        "counters": {},
+                        "layers": [],
+                        "warnings": job.warnings,
+                        "attempts": 0,
+                        "cancel_requested": False,
+                        "pause_requested": False,
+                        "gpu_memory_mb": round((job.spec.min_gpu_memory_gb or 0) * 1024),
+                        "created_at": now,
+                        "submit_key": job.submit_key,
+                    }
+                ],
             )
-            row.stages = [
-                StageRow(name=name, position=i, state=StageState.WAITING, frames_done=0, frames_total=len(job.frames))
-                for i, name in enumerate(STAGE_ORDER)
-            ]
-            s.add(row)
-            s.flush()  # the job row must exist before its tasks and first event
-            s.add_all(new_tasks(job.id, plan_tasks(job.frames, job.task_frames), job.max_attempts))
-            s.add(
-                _event(job.id, EventKind.SUBMITTED, job.user, f"{len(job.frames)} frames, prompt '{job.spec.prompt}'")
+            # the job row exists before its stages, tasks and first event (foreign keys)
+            s.connection().execute(
+                insert(table_of(StageRow)),
+                [
+                    {
+                        "job_id": job.id,
+                        "name": str(name),
+                        "position": i,
+                        "state": str(StageState.WAITING),
+                        "frames_done": 0,
+                        "frames_total": len(job.frames),
+                    }
+                    for i, name in enumerate(STAGE_ORDER)
+                ],
+            )
+            s.connection().execute(
+                insert(table_of(TaskRow)), new_tasks(job.id, plan_tasks(job.frames, job.task_frames), job.max_attempts)
+            )
+            s.connection().execute(
+                insert(table_of(EventRow)),
+                [
+                    {
+                        "job_id": job.id,
+                        "at": now,
+                        "kind": str(EventKind.SUBMITTED),
+                        "actor": job.user,
+                        "message": f"{len(job.frames)} frames, prompt '{job.spec.prompt}'",
+                        "task_id": None,
+                    }
+                ],
             )
 
     def get(self, job_id: str) -> JobStatus | None:
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id, options=[selectinload(JobRow.stages)])
-            return _status(row) if row else None
+        # Two plain SELECTs read into the contract directly: loading ORM objects (identity map,
+        # relationship loader) cost twice the reads themselves on the API's busiest call.
+        with self.db.reading() as cx:
+            row = cx.execute(JOB_BY_ID, {"job_id": job_id}).first()
+            if row is None:
+                return None
+            return _status(row, cx.execute(STAGES_OF_JOB, {"job_id": job_id}).all())
 
     def owner(self, job_id: str) -> str | None:
         with self.db.session() as s:
@@ -227,11 +266,9 @@ class JobStore:
 
     def next_version(self, output_dir_prefix: str) -> int:
         """Highest version recorded for a shot's roto folder (0 when none)."""
-        with self.db.session() as s:
-            query = select(func.max(JobRow.version)).where(
-                JobRow.output_dir.startswith(output_dir_prefix, autoescape=True)
-            )
-            return s.scalar(query) or 0
+        query = select(func.max(JobRow.version)).where(JobRow.output_dir.startswith(output_dir_prefix, autoescape=True))
+        with self.db.reading() as cx:
+            return cx.scalar(query) or 0
 
     def add_counters(self, job_id: str, counters: dict[str, int]) -> None:
         """Add one task's model calls and work to the job's totals."""
@@ -342,7 +379,8 @@ def _header(row: JobRow) -> dict[str, Any]:
     }
 
 
-def _status(row: JobRow) -> JobStatus:
+def _status(row: Any, stages: Iterable[Any]) -> JobStatus:
+    """A job's status from its row and its stage rows (ORM objects or plain result rows alike)."""
     seconds = None
     if row.started_at and row.finished_at:
         seconds = round((row.finished_at - row.started_at).total_seconds(), 3)
@@ -361,7 +399,7 @@ def _status(row: JobRow) -> JobStatus:
                 finished_at=st.finished_at,
                 seconds=st.seconds,
             )
-            for st in row.stages
+            for st in stages
         ],
         counters=Counters.model_validate(row.counters or {}),
         models=ModelsUsed.model_validate(row.models) if row.models else None,

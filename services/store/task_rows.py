@@ -36,25 +36,27 @@ class Closed:
     message: str = ""
 
 
-def new_tasks(job_id: str, plans: Iterable[TaskPlan], max_attempts: int) -> list[TaskRow]:
+def new_tasks(job_id: str, plans: Iterable[TaskPlan], max_attempts: int) -> list[dict[str, Any]]:
+    """A new job's task rows as column values, for one multi-row INSERT (a submit makes a dozen or
+    so; building them as ORM objects cost more than the rest of the submission)."""
     return [
-        TaskRow(
-            job_id=job_id,
-            stage=p.stage,
-            position=p.position,
-            index=p.index,
-            kind=p.kind,
-            first_frame=p.first_frame,
-            last_frame=p.last_frame,
-            first_pos=p.first_pos,
-            end_pos=p.end_pos,
-            state=TaskState.WAITING,
-            attempts=0,
-            max_attempts=max_attempts,
-            lighter=0,
-            cancel_requested=False,
-            frames_done=0,
-        )
+        {
+            "job_id": job_id,
+            "stage": str(p.stage),
+            "position": p.position,
+            "index": p.index,
+            "kind": str(p.kind),
+            "first_frame": p.first_frame,
+            "last_frame": p.last_frame,
+            "first_pos": p.first_pos,
+            "end_pos": p.end_pos,
+            "state": str(TaskState.WAITING),
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "lighter": 0,
+            "cancel_requested": False,
+            "frames_done": 0,
+        }
         for p in plans
     ]
 
