@@ -55,4 +55,6 @@ fi
 API=$!
 trap 'kill $API 2>/dev/null; sleep 1; runuser -u postgres -- psql -q -c "DROP DATABASE $DB WITH (FORCE)" >/dev/null' EXIT
 for _ in $(seq 150); do curl -sf "$MATTEFARM_API_URL/healthz" >/dev/null && break; sleep 0.2; done
+# every API process listening (each imports the farm on its own), or the load meets only the first
+for _ in $(seq 150); do [ "$(ss -Hltn "sport = :${PORT:-8399}" | wc -l)" -ge "${API_WORKERS:-2}" ] && break; sleep 0.2; done
 "$VENV/bin/mattefarm" bench-api "$PLATE" -o "$WORK/out" --jobs "${JOBS:-400}" --clients "${CLIENTS:-20}" ${RATE:+--rate "$RATE"}
