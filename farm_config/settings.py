@@ -203,6 +203,14 @@ class Settings(BaseSettings):
     auth_failures_window_s: float = Field(60.0, gt=0, description="The window of AUTH_FAILURES_LIMIT, seconds.")
     api_access_log: bool = Field(False, description="Log every request (uvicorn's access log); costs ~10 % at load.")
     page_size_max: int = Field(200, ge=1, description="Most jobs one list request returns.")
+    plate_checks_cached: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="Plates an API process remembers having validated, each while its folder and first and last "
+        "frames are unchanged on disk (a resubmitted plate skips the folder listing, header reads and colour "
+        "set-up); 0 checks every plate on every submit.",
+    )
     # artist refinement: clicks answered in the API process, propagations on workers
     refine_sessions: int = Field(8, ge=1, le=256, description="Jobs held open for refinement at once per API process.")
     refine_frames_cached: int = Field(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from farm_config import Settings
-from tests.factories import ADMIN, auth, write_small_shot
+from tests.factories import ADMIN, auth, relink_out_of_roots, write_small_shot
 
 
 def spec(plate: Path | str, root: Path, **extra: object) -> dict[str, object]:
@@ -86,12 +85,7 @@ def test_rush_priority_is_for_admins_at_submit_too(api: TestClient, shot: Path, 
 def test_a_frame_symlinked_out_of_the_read_roots_is_refused_before_it_is_opened(
     api: TestClient, shot: Path, farm_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    frame = shot.parent / "sh010.1004.exr"
-    (outside / "secret.exr").write_bytes(frame.read_bytes())
-    frame.unlink()
-    os.symlink(outside / "secret.exr", frame)
+    relink_out_of_roots(shot.parent / "sh010.1004.exr", tmp_path / "outside")
     opened: list[str] = []
     from workers.io import plate as plate_module
 

@@ -34,6 +34,7 @@ from schemas.task import (
 )
 from services.errors import IdempotencyConflict, InvalidSpec, JobNotFound, NotAllowed, PathNotAllowed
 from services.farm.closing import after_job_closed
+from services.farm.plate_checks import PlateChecks
 from services.farm.versions import VersionFolders
 from services.farm.webhooks import webhook_target_problem
 from services.paths import confine, confine_existing
@@ -59,6 +60,7 @@ class JobService:
         """``kick`` asks the dispatcher to send work now (after a submit or a control)."""
         self.settings, self.store, self.tasks, self.kick = settings, store, tasks, kick
         self.versions = VersionFolders()
+        self.plates = PlateChecks(settings.plate_checks_cached)
 
     def submit(self, spec: JobSpec, grant: TokenGrant, key: str | None = None) -> SubmitResponse:
         """Validate, reserve the version folder, store the job with its tasks. With ``key`` (the
@@ -232,19 +234,32 @@ class JobService:
         roots = self.settings.read_roots
         confine(str(Path(spec.plate).parent), roots, "plate", "read")
         frames = parse_frame_range(spec.frames) if spec.frames else None
-        try:
-            plate = resolve_plate(
-                spec.plate,
-                frames,
-                skip_missing=spec.on_missing_frames == MissingFrames.SKIP,
-                part=spec.plate_part,
-                # Confinement comes before any open: a frame symlinked out of the roots is refused unread.
-                before_open=lambda paths: confine_existing(paths, roots, "plate", "read"),
-            )
-            # Built here so a colour space the config lacks is refused now, not hours later on a worker.
-            PlateDecoder.configured(plate, spec.options.max_side, spec.colourspace, self.settings)
-        except PlateError as exc:
-            raise InvalidSpec.on_field(exc.field, exc.message) from None
+
+        def check() -> PlateInfo:
+            try:
+                plate = resolve_plate(
+                    spec.plate,
+                    frames,
+                    skip_missing=spec.on_missing_frames == MissingFrames.SKIP,
+                    part=spec.plate_part,
+                    # Confinement comes before any open: a frame symlinked out of the roots is refused unread.
+                    before_open=lambda paths: confine_existing(paths, roots, "plate", "read"),
+                )
+                # Built here so a colour space the config lacks is refused now, not hours later on a worker.
+                PlateDecoder.configured(plate, spec.options.max_side, spec.colourspace, self.settings)
+            except PlateError as exc:
+                raise InvalidSpec.on_field(exc.field, exc.message) from None
+            return plate
+
+        key = (
+            spec.plate,
+            spec.frames,
+            spec.on_missing_frames,
+            spec.plate_part,
+            spec.options.max_side,
+            spec.colourspace,
+        )
+        plate = self.plates.check(key, check)
         self._check_task_count(spec, len(plate.frames))
         return plate
 
