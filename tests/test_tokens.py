@@ -99,12 +99,14 @@ def test_a_revoked_token_works_only_for_the_trust_period(settings: Settings) -> 
     try:
         book = TokenBook(settings.model_copy(update={"token_cache_s": 10.0}), stores.tokens, clock=lambda: now[0])
         record, token = stores.tokens.add("hana", is_admin=False, expires_at=None)
+        assert book.cached_grant(token) is None  # not trusted yet: the API looks it up off its event loop
         assert book.grant_for(token) is not None
+        assert book.cached_grant(token) == book.grant_for(token)  # now answered without a query
         stores.tokens.revoke(str(record.id))
         now[0] = 9.0
         assert book.grant_for(token) is not None  # trusted for token_cache_s: no query per request
         now[0] = 10.5
-        assert book.grant_for(token) is None
+        assert book.cached_grant(token) is None and book.grant_for(token) is None
     finally:
         stores.close()
 
