@@ -77,7 +77,7 @@ class JobService:
         plate = self._check_plate(spec)
         output_root = self._check_output_root(spec.output_root)
         shot = spec.shot or shot_from_plate(plate)
-        version, version_dir = self.reserve_version(output_root / shot / "roto")
+        version, version_dir = self.reserve_version(shot, output_root / shot / "roto")
         padding = max(4, plate.pattern.padding)
         stem = f"{shot}_roto_v{version:03d}"
         job_id = uuid.uuid4().hex[:12]
@@ -287,14 +287,14 @@ class JobService:
             raise InvalidSpec.on_field("output_root", f"{root} is not writable by the farm; fix its permissions")
         return root
 
-    def reserve_version(self, roto_dir: Path) -> tuple[int, Path]:
+    def reserve_version(self, shot: str, roto_dir: Path) -> tuple[int, Path]:
         """The next free ``v###`` folder, created here so two submissions never share one."""
         try:
             roto_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InvalidSpec.on_field("output_root", f"can't create {roto_dir} ({exc.strerror})") from None
         try:
-            return self.versions.make(roto_dir, self.store.next_version(str(roto_dir) + os.sep))
+            return self.versions.make(roto_dir, self.store.next_version(shot, str(roto_dir) + os.sep))
         except OSError as exc:
             raise PathNotAllowed.on_field(
                 "output_root", f"can't create a version folder in {roto_dir} ({exc.strerror})"

@@ -250,7 +250,7 @@ class RefineService:
             raise InvalidSpec.on_field("edits", "nothing to deliver: this job has no edits")
         started = time.monotonic()
         parent_dir = Path(job.output_dir)
-        version, version_dir = self.jobs.reserve_version(parent_dir.parent)
+        version, version_dir = self.jobs.reserve_version(job.shot, parent_dir.parent)
         parent_pattern = SequencePattern.parse(job.output_pattern)
         padding = max(4, parent_pattern.padding)
         stem = f"{job.shot}_roto_v{version:03d}"
