@@ -166,3 +166,18 @@ def test_a_second_api_on_a_taken_port_is_refused(
     )
     assert second.returncode != 0
     assert f"can't listen on 127.0.0.1:{port}" in second.stderr and "MATTEFARM_API_PORT" in second.stderr
+
+
+def test_processes_that_keep_failing_to_start_end_the_api_with_a_reason(
+    api_env: dict[str, str], tmp_path: Path
+) -> None:
+    unreachable = api_env | {"MATTEFARM_DATABASE_URL": "postgresql+psycopg://x:y@127.0.0.1:9/none"}  # discard port
+    ended = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "api", "--workers", "2", "--port", str(_free_port())],
+        env=unreachable,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert ended.returncode != 0
+    assert "ended at start-up 3 times in a row" in ended.stderr, ended.stderr[-2000:]

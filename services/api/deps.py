@@ -118,16 +118,14 @@ async def known_query_only(request: Request) -> None:
         )
 
 
-_QUERY_NAMES: dict[int, tuple[Any, frozenset[str]]] = {}  # id(route) → (route, its query names)
-
-
 def _query_names(route: Any) -> frozenset[str]:
-    """The query parameters a route takes, walked out of its dependency tree once per route (a
-    route is not hashable; it is kept beside its id so the id stays its own)."""
-    known = _QUERY_NAMES.get(id(route))
+    """The query parameters a route takes, walked out of its dependency tree once per route and
+    kept on the route itself."""
+    known: frozenset[str] | None = getattr(route, "_mattefarm_query_names", None)
     if known is None:
-        known = _QUERY_NAMES[id(route)] = (route, frozenset(p.alias for p in _query_params(route.dependant)))
-    return known[1]
+        known = frozenset(p.alias for p in _query_params(route.dependant))
+        route._mattefarm_query_names = known
+    return known
 
 
 def _query_params(dependant: Any) -> list[Any]:

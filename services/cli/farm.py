@@ -112,7 +112,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the API (production: one of several behind a proxy)."""
     import uvicorn
 
-    from services.cli.serve import APP, ApiProcesses, listening_socket
+    from services.cli.serve import APP, ApiProcesses, ApiWontStart, listening_socket
 
     settings = get_settings()
     host, port, count = host or settings.api_host, port or settings.api_port, workers or settings.api_workers
@@ -127,6 +127,8 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
             f"can't listen on {host}:{port} ({exc.strerror}); is another API running there? "
             "Give --port or set MATTEFARM_API_PORT"
         ) from None
+    except ApiWontStart as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()

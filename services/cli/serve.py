@@ -23,6 +23,12 @@ from typing import Any
 
 APP = "services.api.app:create_app"
 RESTART_PAUSE_S = 1.0  # a process that dies at once (a bad setting) is not restarted in a tight loop
+EARLY_EXIT_S = 20.0  # a process that ends this soon after it started failed to start
+EARLY_EXITS_TO_GIVE_UP = 3  # in a row: the settings or the database are wrong, not the process
+
+
+class ApiWontStart(RuntimeError):
+    """The API's processes keep ending as they start (their log says why)."""
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -78,16 +84,27 @@ class ApiProcesses:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
         processes: list[BaseProcess] = []
+        started: list[float] = []
         for _ in range(self.count):
             processes.append(self._start(ctx))
+            started.append(time.monotonic())
         self.log(f"API on http://{self.host}:{self.port} ({self.count} processes, one socket each)")
+        early_exits = 0
         try:
             while not stop.wait(0.5):
                 for i, process in enumerate(processes):
-                    if not process.is_alive():
-                        self.log(f"API process {process.pid} ended (exit {process.exitcode}); starting another")
-                        time.sleep(RESTART_PAUSE_S)
-                        processes[i] = self._start(ctx)
+                    if process.is_alive():
+                        continue
+                    early_exits = early_exits + 1 if time.monotonic() - started[i] < EARLY_EXIT_S else 0
+                    if early_exits >= EARLY_EXITS_TO_GIVE_UP:
+                        raise ApiWontStart(
+                            f"API processes ended at start-up {early_exits} times in a row (last exit "
+                            f"{process.exitcode}); their log above says why (database, settings)"
+                        )
+                    self.log(f"API process {process.pid} ended (exit {process.exitcode}); starting another")
+                    time.sleep(RESTART_PAUSE_S)
+                    processes[i] = self._start(ctx)
+                    started[i] = time.monotonic()
         finally:
             for process in processes:
                 if process.is_alive():
