@@ -132,3 +132,13 @@ def test_webhook_hosts_and_api_workers_are_read_from_the_environment(
     monkeypatch.setenv("MATTEFARM_API_WORKERS", "3")
     loaded = Settings(data_dir=tmp_path)
     assert loaded.webhook_hosts == ["hooks.studio", "10.0.0.0/8"] and loaded.api_workers == 3
+
+
+def test_plate_checks_cached_is_bounded_and_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MATTEFARM_PLATE_CHECKS_CACHED", "-1")
+    with pytest.raises(ValueError, match="plate_checks_cached"):
+        Settings(data_dir=tmp_path)
+    monkeypatch.setenv("MATTEFARM_PLATE_CHECKS_CACHED", "0")  # 0: every submit checks its plate
+    assert Settings(data_dir=tmp_path).plate_checks_cached == 0
