@@ -15,7 +15,9 @@ import json
 import socket
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -201,17 +203,9 @@ async def _run_load(
             ids.extend(mine)
 
     tasks = [asyncio.ensure_future(client(i)) for i in range(clients)]
-    # a client that can't connect ends the run with its error instead of leaving the rest waiting
-    began = asyncio.ensure_future(start.wait())
-    await asyncio.wait([began, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        if task.done() and task.exception() is not None:
-            began.cancel()
-            for other in tasks:
-                other.cancel()
-            raise task.exception()  # type: ignore[misc]
+    await _until(start, tasks)
     t0, ticks0 = time.perf_counter(), _cpu_ticks()
-    await submits_done.wait()
+    await _until(submits_done, tasks)
     submit_wall, ticks1 = time.perf_counter() - t0, _cpu_ticks()
     await asyncio.gather(*tasks)
     report = LoadReport(jobs, clients, time.perf_counter() - t0, submit, status, ids, rate, submit_wall)
@@ -219,6 +213,22 @@ async def _run_load(
     if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
         report.busy = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
     return report
+
+
+async def _until(event: asyncio.Event, clients: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for ``event``; a client that failed first (it could not connect, or its connection
+    broke outside a timed call) ends the run with its error instead of leaving the rest waiting
+    for it forever."""
+    waiting: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+    pending: list[asyncio.Future[Any]] = [waiting, *clients]
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    failed = next((c for c in clients if c.done() and not c.cancelled() and c.exception() is not None), None)
+    if failed is not None and not event.is_set():
+        waiting.cancel()
+        for other in clients:
+            other.cancel()
+        raise failed.exception()  # type: ignore[misc]
+    await waiting
 
 
 def time_job_list(url: str, token: str, timeout: float, samples: int = 40) -> tuple[dict[str, Latencies], int]:

@@ -3,6 +3,10 @@ Redis), all accepted and stored with their tasks, none lost; and the benchmark c
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,60 @@ def test_200_jobs_from_20_clients_are_all_accepted_and_queued(
     assert 0 < report.submit.median <= report.submit.percentile(99)
     assert bench.returncode == 0, bench.stderr + bench.stdout
     assert "40 jobs from 8 clients" in bench.stdout and "p99" in bench.stdout and "canceled 48" in bench.stdout
+
+
+def test_a_client_that_fails_during_the_load_ends_it_with_the_error_instead_of_waiting() -> None:
+    """A fake API answers the warm-up, then submissions without an id: the client that breaks
+    on that ends the run (a failure after the start once left the others waiting forever)."""
+    from services.load_benchmark import run_load
+
+    served = {"posts": 0}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            if head.startswith(b"POST"):
+                served["posts"] += 1
+                body, code = (b'{"id": "w"}' if served["posts"] <= 2 else b"{}"), b"201 Created"
+            else:
+                body, code = b"{}", b"200 OK"
+            writer.write(b"HTTP/1.1 " + code + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+
+    def serve(ready: threading.Event, port: list[int]) -> None:
+        async def main() -> None:
+            server = await asyncio.start_server(answer, "127.0.0.1", 0)
+            port.append(server.sockets[0].getsockname()[1])
+            ready.set()
+            await asyncio.sleep(30)
+
+        asyncio.run(main())
+
+    ready, port = threading.Event(), []
+    threading.Thread(target=serve, args=(ready, port), daemon=True).start()
+    assert ready.wait(10)
+    started = time.monotonic()
+    with pytest.raises(KeyError):
+        run_load(f"http://127.0.0.1:{port[0]}", ALICE, {"plate": "/x"}, jobs=4, clients=2, timeout=5)
+    assert time.monotonic() - started < 5
+
+
+def test_a_load_whose_clients_cannot_connect_ends_with_the_error_instead_of_waiting() -> None:
+    from services.load_benchmark import run_load
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        run_load(f"http://127.0.0.1:{port}", ALICE, {"plate": "/x"}, jobs=4, clients=2, timeout=5)
+    assert time.monotonic() - started < 5
