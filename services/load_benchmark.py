@@ -227,6 +227,7 @@ async def _until(event: asyncio.Event, clients: Sequence[asyncio.Future[Any]]) -
         waiting.cancel()
         for other in clients:
             other.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)  # their connections close
         raise failed.exception()  # type: ignore[misc]
     await waiting
 

@@ -54,41 +54,52 @@ def test_a_client_that_fails_during_the_load_ends_it_with_the_error_instead_of_w
     served = {"posts": 0}
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                sizes = [
                     int(line.split(b":")[1])
                     for line in head.split(b"\r\n")
                     if line.lower().startswith(b"content-length")
-                ),
-                0,
-            )
-            await reader.readexactly(length)
-            if head.startswith(b"POST"):
-                served["posts"] += 1
-                body, code = (b'{"id": "w"}' if served["posts"] <= 2 else b"{}"), b"201 Created"
-            else:
-                body, code = b"{}", b"200 OK"
-            writer.write(b"HTTP/1.1 " + code + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            await writer.drain()
+                ]
+                await reader.readexactly(sizes[0] if sizes else 0)
+                if head.startswith(b"POST"):
+                    served["posts"] += 1
+                    body, code = (b'{"id": "w"}' if served["posts"] <= 2 else b"{}"), b"201 Created"
+                else:
+                    body, code = b"{}", b"200 OK"
+                writer.write(
+                    b"HTTP/1.1 " + code + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client hung up
+        finally:
+            writer.close()
 
-    def serve(ready: threading.Event, port: list[int]) -> None:
+    ready, stop, port = threading.Event(), threading.Event(), []
+
+    def serve() -> None:
         async def main() -> None:
             server = await asyncio.start_server(answer, "127.0.0.1", 0)
             port.append(server.sockets[0].getsockname()[1])
             ready.set()
-            await asyncio.sleep(30)
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            server.close()
+            await server.wait_closed()
 
         asyncio.run(main())
 
-    ready, port = threading.Event(), []
-    threading.Thread(target=serve, args=(ready, port), daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     assert ready.wait(10)
     started = time.monotonic()
     with pytest.raises(KeyError):
         run_load(f"http://127.0.0.1:{port[0]}", ALICE, {"plate": "/x"}, jobs=4, clients=2, timeout=5)
     assert time.monotonic() - started < 5
+    stop.set()
+    thread.join(timeout=10)
 
 
 def test_a_load_whose_clients_cannot_connect_ends_with_the_error_instead_of_waiting() -> None:
