@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(
         20, ge=1, le=200, description="Database connections each process keeps (and as many again at peaks)."
     )
+    db_ping_idle_s: float = Field(
+        1.0,
+        ge=0,
+        description="A pooled connection idle longer than this is pinged before use, and replaced if the "
+        "database dropped it; one reused sooner is not (a ping is a round trip per request under load). "
+        "0: ping on every use.",
+    )
     broker_url: str = Field(
         "", description="Celery broker URL (redis://...); empty = local filesystem broker in data_dir."
     )

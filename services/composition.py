@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def open_stores(settings: Settings, *, upgrade: bool = True) -> FarmStores:
     """Every store over one database, migrated to head unless ``upgrade`` is False."""
-    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size, ping_idle_s=settings.db_ping_idle_s)
     if upgrade:
         db.upgrade()
     return FarmStores(

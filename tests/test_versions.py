@@ -42,17 +42,36 @@ def test_concurrent_submissions_never_share_a_version(tmp_path: Path) -> None:
     assert sorted(made) == list(range(1, 201))
 
 
-def test_the_folder_is_listed_only_when_something_else_changed_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every listing of a folder the version rule makes, in order."""
     if os.stat(tmp_path).st_nlink < 2:
         pytest.skip("this filesystem does not count subfolders in a folder's links")
-    listed = []
+    listings: list[object] = []
     real = os.scandir
-    monkeypatch.setattr(versions_module.os, "scandir", lambda p: listed.append(p) or real(p))
+    def scandir(path: Path) -> object:
+        listings.append(path)
+        return real(path)
+
+    monkeypatch.setattr(versions_module.os, "scandir", scandir)
+    return listings
+
+
+def test_the_folder_is_listed_only_when_something_else_changed_it(tmp_path: Path, listed: list[object]) -> None:
     folders = VersionFolders()
     for _ in range(20):
         folders.make(tmp_path, 0)
     assert len(listed) == 1  # the first submit lists; its own mkdirs keep the cache true
     (tmp_path / "v050").mkdir()  # another process or tool
     assert folders.make(tmp_path, 0)[0] == 51 and len(listed) == 2
+
+
+def test_two_api_processes_taking_turns_check_the_new_folders_by_name(tmp_path: Path, listed: list[object]) -> None:
+    first, second = VersionFolders(), VersionFolders()  # each API process keeps its own
+    made = [folders.make(tmp_path, 0)[0] for _ in range(15) for folders in (first, second)]
+    assert made == list(range(1, 31))
+    assert len(listed) == 2  # one listing each; after that, the other's folders are checked by name
+    (tmp_path / "v040").mkdir()  # a gap above: not the next names, so the folder is listed
+    assert first.make(tmp_path, 0)[0] == 41 and len(listed) == 3
+    (tmp_path / "v041").rmdir()  # a removal: listed again, and the highest left counts
+    assert second.make(tmp_path, 0)[0] == 41 and len(listed) == 4

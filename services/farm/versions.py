@@ -5,7 +5,9 @@ artist or another tool made counts, so "latest version" tools never see the farm
 and is made with ``mkdir`` so two submissions never share one. Listing a shot's folder costs
 what its versions number (6,500 folders: 16 ms a submit), so the highest one seen is kept with
 the folder's mtime and link count: while nothing else changed the folder, the next submit does
-not list it. The cache only picks where to start; ``mkdir`` still decides."""
+not list it, and when a few folders were added just above it (the other API processes'
+submissions) it checks those by name. The cache only picks where to start; ``mkdir`` still
+decides."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 VERSION_DIR = re.compile(r"^v(\d{3,})$")
 CACHED_FOLDERS = 1024
+PROBED_FOLDERS = 8  # folders added since the last look that are checked one by one, not listed
 
 
 class VersionFolders:
@@ -30,8 +33,19 @@ class VersionFolders:
         st = roto_dir.stat()
         with self._lock:
             cached = self._seen.get(roto_dir)
-        if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_nlink):
-            return cached[2], st.st_nlink
+        if cached is not None:
+            mtime, links, highest = cached
+            if (mtime, links) == (st.st_mtime_ns, st.st_nlink):
+                return highest, links
+            # Another API process (or the farm elsewhere) added folders: a directory's link count
+            # grows by one per subfolder, so k new links with v(h+1)..v(h+k) all present means
+            # those are the new ones. Anything else (a removal, another name, a gap) lists again.
+            added = st.st_nlink - links
+            if 0 < added <= PROBED_FOLDERS and all(
+                (roto_dir / f"v{highest + i:03d}").is_dir() for i in range(1, added + 1)
+            ):
+                self._remember(roto_dir, st.st_mtime_ns, st.st_nlink, highest + added)
+                return highest + added, st.st_nlink
         with os.scandir(roto_dir) as entries:
             highest = max((int(m.group(1)) for e in entries if (m := VERSION_DIR.match(e.name))), default=0)
         self._remember(roto_dir, st.st_mtime_ns, st.st_nlink, highest)
