@@ -61,3 +61,22 @@ def test_a_layer_no_detection_ever_supported_is_left_to_the_confirmation_rules()
 
 def test_zero_min_frames_turns_the_rule_off() -> None:
     assert ghost_frames(_layer("SSSSSSmhhhhhhhh"), GhostOptions(min_frames=0)) == []
+
+
+def test_a_false_box_that_seeded_a_hold_does_not_keep_the_hold_as_support() -> None:
+    # frame 12: a false box on nothing, segmented, and held still backward over frames 6-11 (the
+    # real object left the layer after frame 4): its own frame "supports" it, nothing else does
+    looks = _layer("SSSSSmhhhhhhs")
+    assert ghost_frames(looks, OPTIONS) == list(range(6, 13))
+    # the forward pass's version, at the layer's head: the seed and the hold after it go
+    looks = _layer("shhhhhhmSSSS")
+    assert ghost_frames(looks, OPTIONS) == list(range(0, 6))
+
+
+def test_a_held_frame_is_a_seed_only_behind_a_long_unsupported_hold_the_detector_saw() -> None:
+    # a still object missed for three frames, then seen again: its detection is real support
+    assert ghost_frames(_layer("SSSSShhhs"), OPTIONS) == []
+    # a supported frame inside the hold: the object was there, so the last frame is not a seed
+    assert ghost_frames(_layer("SSSSSmhhhshhhhs"), OPTIONS) == []
+    # the detector looked at one frame of the hold only: too little to call the support false
+    assert ghost_frames(_layer("SSSSSmhhhhhhs", detected="S....S......S"), OPTIONS) == []

@@ -16,6 +16,9 @@ up to the last held still (nearly the next frame's). An end is a ghost when it h
 ``min_frames`` frames, the detector ran on at least ``min_detected`` of them (so there was a
 chance to see the object), and at least ``min_still_share`` of them are held still. A ghost end
 is cut; the frame where the mask froze, and moving frames next to the last supported one, stay.
+A supported frame at the outer end of a held-still run of at least ``min_frames`` unsupported frames
+(the detector having looked at ``min_detected`` of them) does not count as support: it is the
+detection the hold was tracked from (a false box on nothing), not an object moving with the layer.
 An object leaving frame undetected moves, so its last frames are kept; what is lost is a real
 object standing still, undetected, for ``min_frames`` at a layer's end: rare, and cheaper than a
 ghost and a second layer.
@@ -52,6 +55,14 @@ def ghost_frames(looks: Sequence[FrameLook], options: GhostOptions) -> list[int]
     if options.min_frames <= 0 or not supported:
         return []  # never supported: the identity book's confirmation rules decide such a layer
     first, last = supported[0], supported[-1]
+    # A supported frame at the far side of a long unsupported hold is the hold's seed, not its
+    # object: a false box on nothing, segmented and tracked from there, is held still by the
+    # tracker across the frames beside it, and it "supports" only the frame it came from (a ball's
+    # layer carried a false box's hold for ten frames that way, and the ball got a second layer).
+    while last > first and _seeds_a_hold(looks, last, -1, options):
+        last = max(i for i in supported if i < last)
+    while first < last and _seeds_a_hold(looks, first, 1, options):
+        first = min(i for i in supported if i > first)
     # frame i is held still when it is nearly frame i-1 (tail) or frame i+1 (head); each end is
     # cut from its first held-still frame outwards, so the frame where the mask froze (the
     # tracker's last estimate of its own) and the moving frames before it stay
@@ -63,6 +74,21 @@ def ghost_frames(looks: Sequence[FrameLook], options: GhostOptions) -> list[int]
     if head_still:
         cut += _if_ghost(looks[: head_still[-1] + 1], len(head_still), options)
     return sorted(cut)
+
+
+def _seeds_a_hold(looks: Sequence[FrameLook], i: int, inward: int, options: GhostOptions) -> bool:
+    """Whether supported frame ``i`` and the unsupported frames next to it on the layer's inner
+    side (``inward`` -1: before it, 1: after it) hold one mask still over at least ``min_frames``
+    frames, ``min_detected`` of them looked at by the detector (a chance to see the object)."""
+    held = detected = 0
+    j = i
+    while 0 <= j + inward < len(looks):
+        nxt = looks[j + inward]
+        later = looks[max(j, j + inward)]  # frames j and j+inward hold one mask: the later nearly the earlier
+        if later.still < options.still_iou or nxt.quality >= options.support_iou:
+            break
+        held, detected, j = held + 1, detected + nxt.detected, j + inward
+    return held >= options.min_frames and detected >= options.min_detected
 
 
 def _if_ghost(run: Sequence[FrameLook], still: int, options: GhostOptions) -> list[int]:

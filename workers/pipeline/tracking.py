@@ -84,6 +84,7 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     # after gap filling (which tracks past a layer's ends again and can hold a lost mask still
     # there) and before re-entry (which can join only layers that no longer share a frame)
     _cut_ghost_ends(shot, book, n)
+    _merge_nested(shot, book, n)  # with a ghost cut off, two layers of one object may meet only as one
     if shot.options.reentry:
         _join_reentries(shot, book, n)
     shot.layers.flush()
