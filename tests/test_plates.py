@@ -311,3 +311,24 @@ def test_the_io_benchmark_writes_mattes_that_show_every_layer() -> None:
     for step in range(8):
         mattes = _mattes(320, 180, 4, step)
         assert len(mattes) == 4 and all(float(m.astype(np.float32).mean()) > 0.01 for m in mattes)
+
+
+def test_layer_scratch_comes_back_exactly_and_the_io_benchmark_times_it(tmp_path: Path) -> None:
+    from workers.bench.plate_io import _scratch_logits, _scratch_rows
+    from workers.pipeline.scratch import LayerStore, TrackedMask
+
+    logits = _scratch_logits(256, 144, 3, step=2, seed=0)
+    # smooth logits of many values, as SAM2's are: a hard ±8 mask would make the codec look free
+    assert all(lg.dtype == np.int16 and len(np.unique(lg)) > 1000 and (lg > 0).any() for lg in logits)
+    store = LayerStore(tmp_path / "layers", keep=1)  # keeping one: the other frame spills to disk
+    for pos in range(2):
+        store.put(pos, {lid + 1: TrackedMask(lg, 0.5 + pos) for lid, lg in enumerate(logits)})
+    store.flush()
+    again = LayerStore(tmp_path / "layers", keep=1)
+    for pos in range(2):
+        layers = again.get(pos)
+        assert sorted(layers) == [1, 2, 3] and all(layers[lid].quality == 0.5 + pos for lid in layers)
+        assert all(np.array_equal(layers[lid + 1].logits, lg) for lid, lg in enumerate(logits))
+    rows = _scratch_rows(tmp_path / "bench", "640x360", 640, 360, frames=3, layers=2, max_side=256)
+    assert [r.operation for r in rows] == ["scratch write, 2 layers at 256x144", "scratch load, 2 layers at 256x144"]
+    assert all(r.frames == 3 and r.seconds > 0 and r.file_mb > 0.2 for r in rows)  # 2 × 256×144 int16 × 3

@@ -20,6 +20,7 @@ from workers.io.images import read_image
 from workers.io.plate import PlateDecoder, PlateInfo, resolve_plate
 from workers.pipeline.export import matte_channels
 from workers.pipeline.frames import FrameSource
+from workers.pipeline.scratch import LayerStore, TrackedMask, quantize_logits
 
 
 @dataclass
@@ -64,6 +65,22 @@ def _mattes(width: int, height: int, layers: int, step: int) -> list[np.ndarray]
         cy = height * 0.5
         d = np.sqrt(((xx - cx) / (0.12 * width)) ** 2 + ((yy - cy) / (0.3 * height)) ** 2)
         out.append(to_half(np.clip((1.0 - d) * 40.0, 0.0, 1.0).astype(np.float32)))
+    return out
+
+
+def _scratch_logits(width: int, height: int, layers: int, step: int, seed: int) -> list[np.ndarray]:
+    """Tracked logits at working size as SAM2 hands them over: the ellipses above as smooth logits
+    of varying strength, made at a quarter of the size and upsampled (SAM2's decoder works at a
+    quarter of its input), so they deflate as poorly as real ones (a hard ±8 mask would not)."""
+    rng = np.random.default_rng(seed)
+    small_w, small_h = max(8, width // 4), max(8, height // 4)
+    yy, xx = np.ogrid[0:small_h, 0:small_w]
+    out = []
+    for i in range(layers):
+        cx = small_w * (0.2 + 0.6 * i / max(1, layers - 1)) + 0.75 * step
+        d = np.sqrt(((xx - cx) / (0.12 * small_w)) ** 2 + ((yy - 0.5 * small_h) / (0.3 * small_h)) ** 2)
+        low = ((1.0 - d) * 20.0 + rng.normal(0.0, 3.0, (small_h, small_w))).astype(np.float32)
+        out.append(quantize_logits(cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR)))
     return out
 
 
@@ -164,4 +181,34 @@ def measure(
         pixel_bytes = width * height * ((layers + 1) * 2 + (12 * 4 if crypto else 0))
         label = f"write {layers} layers{' + crypto' if crypto else ''}"
         results.append(IoResult(size, label, frames, seconds, disk, pixel_bytes * frames / 1e6))
+    say(f"{size}: layer scratch at working size")
+    results += _scratch_rows(folder / "scratch", size, width, height, frames, layers, max_side)
     return results
+
+
+def _scratch_rows(
+    folder: Path, size: str, width: int, height: int, frames: int, layers: int, max_side: int
+) -> list[IoResult]:
+    """What the track stage pays to hand its layers to the next stage: each frame's tracked logits
+    written to the scratch store (``LayerStore.flush``) and read back by a fresh one."""
+    scale = min(1.0, max_side / max(width, height))
+    work_w, work_h = max(1, round(width * scale)), max(1, round(height * scale))
+    store = LayerStore(folder, keep=frames)
+    for pos in range(frames):
+        logits = _scratch_logits(work_w, work_h, layers, pos, seed=pos)
+        store.put(pos, {i + 1: TrackedMask(lg, 0.9) for i, lg in enumerate(logits)})
+    started = time.perf_counter()
+    store.flush()
+    written = time.perf_counter() - started
+    disk = sum(store.path(pos).stat().st_size for pos in range(frames)) / 1e6
+    pixel_mb = work_w * work_h * 2 * layers * frames / 1e6
+    reader = LayerStore(folder, keep=1)
+    started = time.perf_counter()
+    for pos in range(frames):
+        reader.get(pos)
+    loaded = time.perf_counter() - started
+    label = f"{layers} layers at {work_w}x{work_h}"
+    return [
+        IoResult(size, f"scratch write, {label}", frames, written, disk, pixel_mb),
+        IoResult(size, f"scratch load, {label}", frames, loaded, disk, pixel_mb),
+    ]
