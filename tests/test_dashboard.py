@@ -48,8 +48,15 @@ def farm(redis_server: RedisServer, postgres_server: str, tmp_path: Path) -> Ite
 
 
 def wait(predicate, timeout: float = 60.0, what: str = "") -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except StaleElementReferenceException:
+            pass  # the page re-rendered the element between finding and reading it: look again
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.2)

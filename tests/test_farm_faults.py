@@ -118,7 +118,10 @@ def test_a_high_priority_job_starts_next_on_a_busy_farm(
     redis_server: RedisServer, database_url: str, tmp_path: Path
 ) -> None:
     plate = write_small_shot(tmp_path, "sh070", frames=4)
-    with live_farm(tmp_path, redis_server, database_url, synthetic_delay_s="0.05") as farm:
+    # 0.15 s a model call keeps the first low job running for several seconds: at 0.05 s it could
+    # end before the high one was stored on a loaded machine, and the next low job then started
+    # first, as it should (the likely cause of one failed fresh-clone CI run).
+    with live_farm(tmp_path, redis_server, database_url, synthetic_delay_s="0.15") as farm:
         farm.start_worker("w1")
         low = [submit(farm, plate, priority=10) for _ in range(10)]
         farm.wait_for(low[0], lambda j: j.state == JobState.RUNNING)
