@@ -73,6 +73,14 @@ def test_a_false_box_that_seeded_a_hold_does_not_keep_the_hold_as_support() -> N
     assert ghost_frames(looks, OPTIONS) == list(range(0, 6))
 
 
+def test_one_box_landing_on_a_hold_does_not_keep_it_either() -> None:
+    # a car left after frame 4 and its sliver was held at the edge (5-12); at frame 13 the car's
+    # first box on its way back, mostly background, landed on the sliver and was tracked (held
+    # again, 15-18): the returning car gets its own layer, and this one ends where the car left
+    looks = _layer("SSSSSmhhhhhhhSmhhhh")
+    assert ghost_frames(looks, OPTIONS) == list(range(6, 19))
+
+
 def test_a_held_frame_is_a_seed_only_behind_a_long_unsupported_hold_the_detector_saw() -> None:
     # a still object missed for three frames, then seen again: its detection is real support
     assert ghost_frames(_layer("SSSSShhhs"), OPTIONS) == []

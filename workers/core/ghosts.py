@@ -16,9 +16,12 @@ up to the last held still (nearly the next frame's). An end is a ghost when it h
 ``min_frames`` frames, the detector ran on at least ``min_detected`` of them (so there was a
 chance to see the object), and at least ``min_still_share`` of them are held still. A ghost end
 is cut; the frame where the mask froze, and moving frames next to the last supported one, stay.
-A supported frame at the outer end of a held-still run of at least ``min_frames`` unsupported frames
-(the detector having looked at ``min_detected`` of them) does not count as support: it is the
-detection the hold was tracked from (a false box on nothing), not an object moving with the layer.
+A lone supported frame at the outer end of a held-still run of at least ``min_frames`` unsupported
+frames (the detector having looked at ``min_detected`` of them) does not count as support either:
+it is the detection the hold was tracked from (a false box on nothing, held still beside it) or one
+box that landed on the hold (a returning object's first box, mostly background, beside the sliver
+its layer left at the frame edge), not an object that stayed with the layer. A returning object
+gets a layer of its own, which re-entry then joins to the old one.
 An object leaving frame undetected moves, so its last frames are kept; what is lost is a real
 object standing still, undetected, for ``min_frames`` at a layer's end: rare, and cheaper than a
 ghost and a second layer.
@@ -77,15 +80,17 @@ def ghost_frames(looks: Sequence[FrameLook], options: GhostOptions) -> list[int]
 
 
 def _seeds_a_hold(looks: Sequence[FrameLook], i: int, inward: int, options: GhostOptions) -> bool:
-    """Whether supported frame ``i`` and the unsupported frames next to it on the layer's inner
-    side (``inward`` -1: before it, 1: after it) hold one mask still over at least ``min_frames``
-    frames, ``min_detected`` of them looked at by the detector (a chance to see the object)."""
+    """Whether supported frame ``i`` stands alone at the outer end of a hold: at least
+    ``min_frames`` unsupported frames next to it on the layer's inner side (``inward`` -1: before
+    it, 1: after it) hold one mask still, ``min_detected`` of them looked at by the detector."""
     held = detected = 0
     j = i
     while 0 <= j + inward < len(looks):
         nxt = looks[j + inward]
         later = looks[max(j, j + inward)]  # frames j and j+inward hold one mask: the later nearly the earlier
-        if later.still < options.still_iou or nxt.quality >= options.support_iou:
+        # the lone supported frame's own mask need not be the hold's: a returning object's first
+        # box, mostly background, lands beside the sliver its layer left at the frame edge
+        if (j != i and later.still < options.still_iou) or nxt.quality >= options.support_iou:
             break
         held, detected, j = held + 1, detected + nxt.detected, j + inward
     return held >= options.min_frames and detected >= options.min_detected
