@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import DetectMode, LayerInfo, PipelineOptions, StageName, Strategy, TrackingMode
+from workers.core.duplicate_ends import LayerFrame, duplicate_end_frames
 from workers.core.ghosts import FrameLook, GhostOptions, ghost_frames
 from workers.core.identity import IdentityBook, IdentityOptions, detection_quality
 from workers.core.layers import NESTED_SHARE, LayerLinker, LayerNamer, nested_pairs
-from workers.core.masks import contained, iou
+from workers.core.masks import contained, iou, tolerant_overlap
 from workers.core.reentry import LayerSpan, ReentryOptions, plan_joins, touched_edge
 from workers.core.windows import keyframe_windows, plan_windows, short_gaps, sweep_starts
 from workers.models.interfaces import Describer
@@ -84,7 +85,8 @@ def _track_farm(shot: Shot) -> list[LayerInfo]:
     # after gap filling (which tracks past a layer's ends again and can hold a lost mask still
     # there) and before re-entry (which can join only layers that no longer share a frame)
     _cut_ghost_ends(shot, book, n)
-    _merge_nested(shot, book, n)  # with a ghost cut off, two layers of one object may meet only as one
+    _cut_duplicate_ends(shot, book, n)
+    _merge_nested(shot, book, n)  # with an end cut off, two layers of one object may meet only as one
     if shot.options.reentry:
         _join_reentries(shot, book, n)
     shot.layers.flush()
@@ -189,6 +191,35 @@ def _cut_ghost_ends(shot: Shot, book: IdentityBook, frames: int) -> None:
         for lid in lids:
             del cache[lid]
         shot.layers.put(pos, cache)
+
+
+def _cut_duplicate_ends(shot: Shot, book: IdentityBook, frames: int) -> None:
+    """Cut the frames at a layer's ends where it only repeats another layer of its label before
+    jumping to its own object, or after jumping from it (``workers.core.duplicate_ends``)."""
+    written = _written_layers(shot, book, frames)
+    looks: dict[int, list[LayerFrame]] = {lid: [] for lid in written}
+    previous: dict[int, tuple[int, np.ndarray]] = {}
+    tolerance, same = book.options.tolerance_px, book.options.duplicate_iou
+    for pos in range(frames):
+        cache = shot.layers.get(pos)
+        here = {lid: cache[lid].mask for lid in written if lid in cache}
+        repeats: dict[int, set[int]] = {lid: set() for lid in here}
+        for a in here:
+            for b in here:
+                same_label = a < b and book.layers[a].label == book.layers[b].label
+                if same_label and tolerant_overlap(here[a], here[b], tolerance) >= same:
+                    repeats[a].add(b)
+                    repeats[b].add(a)
+        for lid, mask in here.items():
+            before = previous.get(lid)
+            still = iou(mask, before[1]) if before is not None and before[0] == pos - 1 else 0.0
+            looks[lid].append(LayerFrame(pos, still, frozenset(repeats[lid])))
+            previous[lid] = (pos, mask)
+    for lid, positions in duplicate_end_frames(looks).items():
+        for pos in positions:
+            cache = shot.layers.get(pos)
+            del cache[lid]
+            shot.layers.put(pos, cache)
 
 
 def _track_span(shot: Shot, book: IdentityBook, lid: int, span: range, until_lost: bool) -> None:
