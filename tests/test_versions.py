@@ -49,6 +49,7 @@ def listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[object]:
         pytest.skip("this filesystem does not count subfolders in a folder's links")
     listings: list[object] = []
     real = os.scandir
+
     def scandir(path: Path) -> object:
         listings.append(path)
         return real(path)
