@@ -58,10 +58,11 @@ def ghost_frames(looks: Sequence[FrameLook], options: GhostOptions) -> list[int]
     if options.min_frames <= 0 or not supported:
         return []  # never supported: the identity book's confirmation rules decide such a layer
     first, last = supported[0], supported[-1]
-    # A supported frame at the far side of a long unsupported hold is the hold's seed, not its
-    # object: a false box on nothing, segmented and tracked from there, is held still by the
-    # tracker across the frames beside it, and it "supports" only the frame it came from (a ball's
-    # layer carried a false box's hold for ten frames that way, and the ball got a second layer).
+    # A lone supported frame at the far side of a long unsupported hold is not the layer's object
+    # staying: a false box on nothing, tracked from there and held still beside it, "supports"
+    # only the frame it came from (a ball's layer carried such a hold for ten frames, and the ball
+    # got a second layer); a returning car's first box landing on the sliver its layer left at
+    # the edge kept a 13-frame hold, and the car's own layer could not be joined to it.
     while last > first and _seeds_a_hold(looks, last, -1, options):
         last = max(i for i in supported if i < last)
     while first < last and _seeds_a_hold(looks, first, 1, options):
