@@ -182,11 +182,16 @@ def _cut_ghost_ends(shot: Shot, book: IdentityBook, frames: int) -> None:
                 still = iou(mask, previous[lid]) if lid in previous else 0.0
                 looks[lid].append(FrameLook(pos, still, tracked.quality, pos in detected))
                 previous[lid] = mask
-    cuts: dict[int, list[int]] = {}
-    for lid, layer_looks in looks.items():
-        for pos in ghost_frames(layer_looks, options):
-            cuts.setdefault(pos, []).append(lid)
-    for pos, lids in cuts.items():
+    _cut_frames(shot, {lid: ghost_frames(layer_looks, options) for lid, layer_looks in looks.items()})
+
+
+def _cut_frames(shot: Shot, cuts: dict[int, list[int]]) -> None:
+    """Remove each layer's listed positions from the layer store, one store write per frame."""
+    by_frame: dict[int, list[int]] = {}
+    for lid, positions in cuts.items():
+        for pos in positions:
+            by_frame.setdefault(pos, []).append(lid)
+    for pos, lids in by_frame.items():
         cache = shot.layers.get(pos)
         for lid in lids:
             del cache[lid]
@@ -215,11 +220,7 @@ def _cut_duplicate_ends(shot: Shot, book: IdentityBook, frames: int) -> None:
             still = iou(mask, before[1]) if before is not None and before[0] == pos - 1 else 0.0
             looks[lid].append(LayerFrame(pos, still, frozenset(repeats[lid])))
             previous[lid] = (pos, mask)
-    for lid, positions in duplicate_end_frames(looks).items():
-        for pos in positions:
-            cache = shot.layers.get(pos)
-            del cache[lid]
-            shot.layers.put(pos, cache)
+    _cut_frames(shot, duplicate_end_frames(looks))
 
 
 def _track_span(shot: Shot, book: IdentityBook, lid: int, span: range, until_lost: bool) -> None:
