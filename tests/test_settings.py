@@ -37,6 +37,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
         ),
         ({"MATTEFARM_ENVIRONMENT": "production"}, "MATTEFARM_DATABASE_URL"),
         ({"MATTEFARM_SAM2_SIZE": "huge"}, "sam2_size"),
+        ({"MATTEFARM_DB_PING_IDLE_S": "-1"}, "db_ping_idle_s"),
     ],
 )
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], words: str) -> None:
